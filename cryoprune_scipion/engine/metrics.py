@@ -1,0 +1,83 @@
+"""Figures of merit with a known answer: picks against labelled centres."""
+import dataclasses
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+@dataclasses.dataclass
+class PickingScore:
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+
+    @property
+    def precision(self):
+        picked = self.true_positives + self.false_positives
+        return self.true_positives / picked if picked else 0.0
+
+    @property
+    def recall(self):
+        labelled = self.true_positives + self.false_negatives
+        return self.true_positives / labelled if labelled else 0.0
+
+    @property
+    def f1(self):
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def __add__(self, other):
+        return PickingScore(self.true_positives + other.true_positives,
+                            self.false_positives + other.false_positives,
+                            self.false_negatives + other.false_negatives)
+
+    def as_dict(self):
+        return {"tp": self.true_positives, "fp": self.false_positives,
+                "fn": self.false_negatives, "precision": self.precision,
+                "recall": self.recall, "f1": self.f1}
+
+
+def match_picks(picks, labels, radius, scores=None):
+    """Greedy matching by descending score: a pick is a true positive when its
+    centre lies within `radius` of a still unmatched label.
+
+    picks, labels: (n, 2) arrays of x, y. Returns a boolean array, True for
+    each pick that matched, in the order of `picks`.
+    """
+    picks = np.asarray(picks, dtype=float).reshape(-1, 2)
+    labels = np.asarray(labels, dtype=float).reshape(-1, 2)
+    matched = np.zeros(len(picks), dtype=bool)
+    if not len(picks) or not len(labels):
+        return matched
+    order = np.argsort(-np.asarray(scores)) if scores is not None else np.arange(len(picks))
+    tree = cKDTree(labels)
+    taken = np.zeros(len(labels), dtype=bool)
+    for i in order:
+        free = [k for k in tree.query_ball_point(picks[i], radius) if not taken[k]]
+        if free:
+            nearest = min(free, key=lambda k: np.hypot(*(labels[k] - picks[i])))
+            taken[nearest] = matched[i] = True
+    return matched
+
+
+def score_picks(picks, labels, radius, scores=None):
+    matched = match_picks(picks, labels, radius, scores)
+    true_positives = int(matched.sum())
+    return PickingScore(true_positives, len(matched) - true_positives,
+                        len(np.asarray(labels).reshape(-1, 2)) - true_positives)
+
+
+def average_precision(matched, scores, n_labels):
+    """Area under the precision-recall curve (all-points interpolation) of
+    picks ranked by score; `matched` from `match_picks`, pooled over
+    micrographs."""
+    if not n_labels:
+        return 0.0
+    order = np.argsort(-np.asarray(scores, dtype=float))
+    hits = np.asarray(matched, dtype=float)[order]
+    true_positives = np.cumsum(hits)
+    precision = true_positives / np.arange(1, len(hits) + 1)
+    recall = true_positives / n_labels
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    recall_steps = np.diff(np.concatenate([[0.0], recall]))
+    return float(np.sum(envelope * recall_steps))
