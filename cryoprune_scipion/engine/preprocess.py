@@ -124,8 +124,12 @@ def suppress_wavelet_details(image, wavelet="db15", levels=2, mode="remove"):
 
 
 def wiener(image, size=9):
+    """Adaptive Wiener filter; flat regions (zero local variance, where the
+    filter is undefined) are kept as they are."""
     from scipy.signal import wiener as sp_wiener
-    return sp_wiener(image.astype(np.float64), (size, size)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        filtered = sp_wiener(image.astype(np.float64), (size, size))
+    return np.where(np.isfinite(filtered), filtered, image).astype(np.float32)
 
 
 def clahe(image, tiles=4, clip=0.01):
@@ -166,35 +170,30 @@ def preprocess(image, settings):
     return image, grid
 
 
-def to_uint8(image, sigmas=3.0):
-    """8-bit picture of a working image: +-3 standard deviations span 0..255
-    (after normalisation), else the 0.1..99.9 percentile range."""
-    if abs(float(image.mean())) < 1e-3 and abs(float(image.std()) - 1) < 1e-3:
-        scaled = (image + sigmas) / (2 * sigmas)
-    else:
-        scaled = _to_unit_range(image)
-    return np.clip(np.round(scaled * 255), 0, 255).astype(np.uint8)
+def to_uint8(image):
+    """8-bit picture of a working image: its 0.1..99.9 percentile range spans
+    0..255 (about +-3 standard deviations of a normalised image)."""
+    return np.round(_to_unit_range(image) * 255).astype(np.uint8)
 
 
-def preprocess_file(path, settings, out_dir):
-    """Preprocess one micrograph file to `out_dir/<stem>.png`; returns the
-    PNG path and the grid."""
-    from PIL import Image
-    from .io import micrograph_stem
+def preprocess_micrograph_file(path, settings):
+    """Read and preprocess one micrograph: the 8-bit working image and its grid."""
     image, grid = preprocess(read_micrograph(path), settings)
-    out_path = os.path.join(out_dir, micrograph_stem(path) + ".png")
-    partial = out_path + ".partial.png"
-    Image.fromarray(to_uint8(image)).save(partial)
-    os.replace(partial, out_path)
-    return out_path, grid
+    return to_uint8(image), grid
 
 
-def preprocess_files(paths, settings, out_dir, threads=1):
+def preprocess_micrograph_files(paths, settings, threads=1):
     """Preprocess micrographs in parallel processes; results in input order."""
     settings.validate()
-    os.makedirs(out_dir, exist_ok=True)
     if threads <= 1 or len(paths) <= 1:
-        return [preprocess_file(p, settings, out_dir) for p in paths]
-    with ProcessPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(preprocess_file, paths, [settings] * len(paths),
-                             [out_dir] * len(paths)))
+        return [preprocess_micrograph_file(p, settings) for p in paths]
+    with ProcessPoolExecutor(max_workers=min(threads, len(paths))) as pool:
+        return list(pool.map(preprocess_micrograph_file, paths, [settings] * len(paths)))
+
+
+def save_png(path, image):
+    """Write an 8-bit image completely or not at all."""
+    from PIL import Image
+    partial = path + ".partial.png"
+    Image.fromarray(image).save(partial)
+    os.replace(partial, path)

@@ -1,0 +1,79 @@
+"""`cryoprune demo`: the whole picking job on simulated micrographs whose
+answer is known: train on some, pick the others, score and draw the picks."""
+import logging
+import os
+
+import numpy as np
+
+from ..engine.device import add_device_argument, parse_device
+from ..engine.io import micrograph_stem, write_micrograph, write_table
+
+logger = logging.getLogger(__name__)
+
+PIXEL_SIZE = 3.0  # Angstrom
+BOX_SIZE = 64     # pixels, about 1.3 particle diameters
+
+
+def add_commands(commands):
+    demo = commands.add_parser(
+        "demo", help="simulate micrographs, train a picker on some, pick the rest")
+    demo.add_argument("--out", required=True, metavar="DIR")
+    demo.add_argument("--micrographs", type=int, default=8,
+                      help="simulated micrographs, the last two are picked (default 8)")
+    demo.add_argument("--epochs", type=int, default=30)
+    demo.add_argument("--snr", type=float, default=1.0)
+    demo.add_argument("--threads", type=int, default=2)
+    add_device_argument(demo)
+    demo.set_defaults(run=run_demo)
+
+
+def simulate_dataset(out_dir, count, snr):
+    """Micrographs as MRC and their true particle centres as CSV (x, y, view)."""
+    from ..engine.simulate import simulate_micrograph
+    mic_dir, truth_dir = os.path.join(out_dir, "micrographs"), os.path.join(out_dir, "truth")
+    os.makedirs(mic_dir, exist_ok=True)
+    os.makedirs(truth_dir, exist_ok=True)
+    paths = []
+    for index in range(count):
+        simulated = simulate_micrograph((1024, 1024), n_particles=40, pixel_size=PIXEL_SIZE,
+                                        snr=snr, junk=("ice",), seed=index)
+        path = os.path.join(mic_dir, "mic%02d.mrc" % index)
+        write_micrograph(path, simulated.image, PIXEL_SIZE)
+        write_table(os.path.join(truth_dir, micrograph_stem(path) + ".csv"),
+                    ["x", "y", "class"],
+                    [{"x": p["x"], "y": p["y"], "class": p["view"]}
+                     for p in simulated.particles])
+        paths.append(path)
+    return paths, truth_dir
+
+
+def run_demo(args):
+    from ..engine.io import read_coordinates, read_micrograph
+    from ..engine.metrics import score_picks
+    from ..engine.picking import PICK_FIELDS, pick, train_picker
+    from ..engine.preprocess import PreprocessSettings
+    from ..engine.render import draw_picks
+    paths, truth_dir = simulate_dataset(args.out, args.micrographs, args.snr)
+    training, held_out = paths[:-2], paths[-2:]
+    gpu_ids = parse_device(args.device)
+    model_dir = os.path.join(args.out, "model")
+    logger.info("training on %d simulated micrographs", len(training))
+    train_picker(training, truth_dir, BOX_SIZE, model_dir,
+                 settings=PreprocessSettings(working_size=512), epochs=args.epochs,
+                 patience=args.epochs, gpu_ids=gpu_ids, threads=args.threads)
+    picks_dir = os.path.join(args.out, "picks")
+    os.makedirs(picks_dir, exist_ok=True)
+    for path, picks in pick(os.path.join(model_dir, "model.pt"), held_out, threshold=0.1,
+                            gpu_ids=gpu_ids, threads=args.threads):
+        stem = micrograph_stem(path)
+        write_table(os.path.join(picks_dir, stem + ".csv"), PICK_FIELDS, picks)
+        picture = os.path.join(args.out, stem + "_picks.png")
+        draw_picks(read_micrograph(path), picks, BOX_SIZE, picture, ["top", "side"])
+        truth = read_coordinates(os.path.join(truth_dir, stem + ".csv"))
+        score = score_picks(np.array([(p["x"], p["y"]) for p in picks]).reshape(-1, 2),
+                            [(t["x"], t["y"]) for t in truth], BOX_SIZE / 4,
+                            [p["score"] for p in picks])
+        print("%s: %d picks, %d true particles; precision %.2f, recall %.2f, F1 %.2f "
+              "(within %d px); picture %s" % (stem, len(picks), len(truth), score.precision,
+                                               score.recall, score.f1, BOX_SIZE // 4,
+                                               picture), flush=True)

@@ -1,0 +1,121 @@
+"""`cryoprune preprocess`, `train-picker` and `pick`."""
+import os
+
+from ..engine.device import add_device_argument, parse_device
+from ..engine.io import micrograph_stem, write_table
+from ..engine.preprocess import PreprocessSettings, WAVELET_MODES
+
+
+def add_commands(commands):
+    preprocess = commands.add_parser(
+        "preprocess", help="preprocess micrographs (resize, wavelet, Wiener, CLAHE) to PNG")
+    preprocess.add_argument("--micrographs", nargs="+", required=True, metavar="FILE")
+    preprocess.add_argument("--out", required=True, metavar="DIR")
+    _add_preprocess_arguments(preprocess)
+    preprocess.add_argument("--threads", type=int, default=1)
+    preprocess.set_defaults(run=run_preprocess)
+
+    train = commands.add_parser(
+        "train-picker", help="train a YOLO picker on annotated micrographs")
+    train.add_argument("--micrographs", nargs="+", required=True, metavar="FILE")
+    train.add_argument("--coords", required=True, metavar="DIR",
+                       help="DIR/<micrograph stem>.csv with x,y[,class]")
+    train.add_argument("--box", type=int, required=True, metavar="PX",
+                       help="box size in micrograph pixels")
+    train.add_argument("--out", required=True, metavar="DIR")
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--patience", type=int, default=30,
+                       help="stop after this many epochs without improvement")
+    train.add_argument("--batch", type=int, default=4)
+    train.add_argument("--lr", type=float, default=0.005, help="AdamW learning rate")
+    train.add_argument("--tile", type=int, default=0,
+                       help="training tile side in working pixels, a multiple of 32 "
+                            "(default: room for four boxes, at least 256)")
+    train.add_argument("--model", default="yolov8n",
+                       help="ultralytics family and size: yolov8n..yolov8x, yolo11n..yolo11x")
+    train.add_argument("--initial-weights", metavar="FILE",
+                       help="local .pt weights to start from (nothing is downloaded)")
+    train.add_argument("--val-fraction", type=float, default=0.2)
+    train.add_argument("--no-augment", dest="augment", action="store_false")
+    train.add_argument("--classes", type=lambda s: [c for c in s.split(",") if c],
+                       help="view class names in order, comma-separated "
+                            "(default: the sorted names of the class column)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=1)
+    _add_preprocess_arguments(train)
+    add_device_argument(train)
+    train.set_defaults(run=run_train)
+
+    pick = commands.add_parser("pick", help="pick particles with a trained YOLO model")
+    pick.add_argument("--model", required=True, metavar="FILE", help="OUT/model.pt")
+    pick.add_argument("--micrographs", nargs="+", required=True, metavar="FILE")
+    pick.add_argument("--out", required=True, metavar="DIR")
+    pick.add_argument("--threshold", type=float, default=0.25, help="confidence threshold")
+    pick.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
+    pick.add_argument("--max-det", type=int, default=3000,
+                      help="maximum detections per micrograph")
+    pick.add_argument("--threads", type=int, default=1)
+    add_device_argument(pick)
+    pick.set_defaults(run=run_pick)
+
+
+def _add_preprocess_arguments(parser):
+    group = parser.add_argument_group("preprocessing")
+    defaults = PreprocessSettings()
+    group.add_argument("--working-size", type=int, default=defaults.working_size,
+                       help="long side in pixels after resizing (0: keep)")
+    group.add_argument("--wavelet", default=defaults.wavelet,
+                       help="wavelet of the detail suppression ('none': off)")
+    group.add_argument("--wavelet-levels", type=int, default=defaults.wavelet_levels)
+    group.add_argument("--wavelet-mode", choices=WAVELET_MODES, default=defaults.wavelet_mode)
+    group.add_argument("--wiener", type=int, default=defaults.wiener_size,
+                       help="Wiener filter window (0: off)")
+    group.add_argument("--clahe-tiles", type=int, default=defaults.clahe_tiles,
+                       help="CLAHE tiles per side (0: off)")
+    group.add_argument("--clahe-clip", type=float, default=defaults.clahe_clip)
+    group.add_argument("--no-normalize", dest="normalize", action="store_false")
+    group.add_argument("--no-preprocess", action="store_true",
+                       help="only resize and normalise (all filters off)")
+
+
+def preprocess_settings(args):
+    if args.no_preprocess:
+        return PreprocessSettings.disabled(args.working_size)
+    return PreprocessSettings(
+        working_size=args.working_size,
+        wavelet="" if args.wavelet.lower() in ("", "none") else args.wavelet,
+        wavelet_levels=args.wavelet_levels, wavelet_mode=args.wavelet_mode,
+        wiener_size=args.wiener, clahe_tiles=args.clahe_tiles,
+        clahe_clip=args.clahe_clip, normalize=args.normalize)
+
+
+def run_preprocess(args):
+    from ..engine.preprocess import preprocess_micrograph_files, save_png
+    os.makedirs(args.out, exist_ok=True)
+    processed = preprocess_micrograph_files(args.micrographs, preprocess_settings(args),
+                                            args.threads)
+    for path, (image, _) in zip(args.micrographs, processed):
+        save_png(os.path.join(args.out, micrograph_stem(path) + ".png"), image)
+
+
+def run_train(args):
+    from ..engine.picking import train_picker
+    metadata = train_picker(
+        args.micrographs, args.coords, args.box, args.out,
+        settings=preprocess_settings(args), model=args.model,
+        initial_weights=args.initial_weights, epochs=args.epochs,
+        patience=args.patience, batch=args.batch, learning_rate=args.lr, tile=args.tile,
+        val_fraction=args.val_fraction, augment=args.augment, class_names=args.classes,
+        gpu_ids=parse_device(args.device), threads=args.threads, seed=args.seed)
+    print("final: " + ", ".join("%s %.3f" % item for item in
+                                metadata["final_metrics"].items()))
+
+
+def run_pick(args):
+    from ..engine.picking import PICK_FIELDS, pick
+    os.makedirs(args.out, exist_ok=True)
+    for path, picks in pick(args.model, args.micrographs, args.threshold, args.iou,
+                            args.max_det, parse_device(args.device), args.threads):
+        write_table(os.path.join(args.out, micrograph_stem(path) + ".csv"), PICK_FIELDS,
+                    picks)
+        print("%s: %d particles" % (path, len(picks)), flush=True)

@@ -1,0 +1,314 @@
+"""YOLO particle picking: a dataset of preprocessed micrographs with one box
+per labelled particle, training with ultralytics, and detection mapped back
+to micrograph pixels.
+
+A trained model is a folder: `model.pt` (the best weights) and `model.json`
+(view classes, box size, preprocessing settings, image size, final metrics).
+"""
+import json
+import logging
+import os
+import random
+import shutil
+import time
+
+import numpy as np
+
+from .io import InputError, micrograph_stem, read_coordinates
+from .preprocess import PreprocessSettings, preprocess_micrograph_files, save_png
+
+logger = logging.getLogger(__name__)
+
+MODEL_WEIGHTS = "model.pt"
+MODEL_METADATA = "model.json"
+DEFAULT_CLASS = "particle"
+PICK_FIELDS = ["x", "y", "score", "class"]
+
+
+def centres_to_micrograph(centres, grid, origin=(0, 0)):
+    """Micrograph pixels (x, y) of box centres in the continuous coordinates
+    of the working image, or of a tile whose top-left corner is at `origin`
+    (row, column); continuous means pixel i spans [i, i + 1), as in YOLO."""
+    centres = np.asarray(centres, dtype=float).reshape(-1, 2)
+    return grid.to_original(centres[:, 0] + origin[1] - 0.5,
+                            centres[:, 1] + origin[0] - 0.5)
+
+
+def read_training_coordinates(micrographs, coords_dir, class_names=None):
+    """Per-micrograph coordinates from `coords_dir/<stem>.csv` and the class
+    list. Micrographs without a CSV, or with an empty one, are left out."""
+    labelled, skipped = {}, []
+    for path in micrographs:
+        csv_path = os.path.join(coords_dir, micrograph_stem(path) + ".csv")
+        rows = read_coordinates(csv_path) if os.path.isfile(csv_path) else []
+        if rows:
+            labelled[path] = rows
+        else:
+            skipped.append(path)
+    if not labelled:
+        raise InputError("no coordinates for any of the %d micrographs in %s; each "
+                         "micrograph needs a file <micrograph name>.csv with x,y columns"
+                         % (len(micrographs), coords_dir))
+    found = sorted({row.get("class") or DEFAULT_CLASS
+                    for rows in labelled.values() for row in rows})
+    if class_names:
+        unknown = sorted(set(found) - set(class_names))
+        if unknown:
+            raise InputError("coordinates of class %s are not among the classes %s; "
+                             "fix the class column or add the name to --classes"
+                             % (", ".join(unknown), ",".join(class_names)))
+    return labelled, skipped, list(class_names or found)
+
+
+def tile_size_for(box_size, grid, requested=0):
+    """Training tile side in working pixels: a multiple of 32 that holds at
+    least four boxes across, no larger than the working image needs."""
+    if requested:
+        return requested
+    box_working = box_size * max(grid.scale_x, grid.scale_y)
+    tile = max(256, int(np.ceil(4 * box_working / 32)) * 32)
+    return min(tile, int(np.ceil(max(grid.working_shape) / 32)) * 32)
+
+
+def tile_origins(length, tile, overlap):
+    """Start offsets of tiles of `tile` px covering `length` px with at least
+    `overlap` px shared; the last tile ends at the image edge."""
+    if length <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    origins = list(range(0, length - tile, step))
+    return origins + [length - tile]
+
+
+def cut_tiles(image, labels_xy, class_ids, box_working, tile):
+    """Square tiles of the working image (padded with its median where the
+    image is smaller) with the YOLO label rows of the particles whose centre
+    falls inside; boxes are clipped to the tile."""
+    rows, columns = image.shape
+    overlap = int(np.ceil(box_working))
+    for top in tile_origins(rows, tile, overlap):
+        for left in tile_origins(columns, tile, overlap):
+            piece = np.full((tile, tile), np.median(image), dtype=image.dtype)
+            window = image[top:top + tile, left:left + tile]
+            piece[:window.shape[0], :window.shape[1]] = window
+            x = labels_xy[:, 0] - left
+            y = labels_xy[:, 1] - top
+            inside = (x >= 0) & (x < window.shape[1]) & (y >= 0) & (y < window.shape[0])
+            half = box_working / 2
+            x0, x1 = np.clip(x[inside] - half, 0, tile), np.clip(x[inside] + half, 0, tile)
+            y0, y1 = np.clip(y[inside] - half, 0, tile), np.clip(y[inside] + half, 0, tile)
+            labels = np.column_stack([class_ids[inside], (x0 + x1) / 2 / tile,
+                                      (y0 + y1) / 2 / tile, (x1 - x0) / tile,
+                                      (y1 - y0) / tile])
+            yield (top, left), piece, labels
+
+
+def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
+                       val_fraction=0.2, tile=0, threads=1, seed=0):
+    """Tiles of the preprocessed micrographs and their YOLO labels under
+    `out_dir`, split by micrograph into training and validation.
+
+    Tiles keep the working scale (ultralytics rescales images to its image
+    size, so every tile is exactly `tile` px square), which gives a few
+    micrographs many training steps per epoch; picking then runs on whole
+    working images at the same scale. Returns data.yaml, the tile size and
+    the number of micrographs in each split.
+    """
+    paths = sorted(labelled)
+    random.Random(seed).shuffle(paths)
+    n_val = int(round(len(paths) * val_fraction))
+    if n_val == 0 or n_val == len(paths):
+        logger.info("%d labelled micrograph(s): too few to hold some out, validating "
+                    "on the training micrographs", len(paths))
+        splits = {"train": paths, "val": paths}
+    else:
+        splits = {"train": paths[n_val:], "val": paths[:n_val]}
+    processed = dict(zip(paths, preprocess_micrograph_files(paths, settings, threads)))
+    for path, (_, grid) in processed.items():
+        _check_box(path, box_size, grid)
+    tile = tile_size_for(box_size, next(iter(processed.values()))[1], tile)
+    for split, members in splits.items():
+        for kind in ("images", "labels"):
+            os.makedirs(os.path.join(out_dir, kind, split), exist_ok=True)
+        for path in members:
+            image, grid = processed[path]
+            rows = labelled[path]
+            working = np.column_stack(grid.to_working([r["x"] for r in rows],
+                                                      [r["y"] for r in rows])) + 0.5
+            class_ids = np.array([class_names.index(r.get("class") or DEFAULT_CLASS)
+                                  for r in rows], dtype=float)
+            box_working = box_size * max(grid.scale_x, grid.scale_y)
+            for (top, left), piece, labels in cut_tiles(image, working, class_ids,
+                                                        box_working, tile):
+                name = "%s_%d_%d" % (micrograph_stem(path), top, left)
+                save_png(os.path.join(out_dir, "images", split, name + ".png"), piece)
+                np.savetxt(os.path.join(out_dir, "labels", split, name + ".txt"), labels,
+                           fmt=["%d", "%.6f", "%.6f", "%.6f", "%.6f"])
+    data_yaml = os.path.join(out_dir, "data.yaml")
+    with open(data_yaml, "w") as f:
+        json.dump({"path": os.path.abspath(out_dir), "train": "images/train",
+                   "val": "images/val", "names": class_names}, f)
+    return data_yaml, tile, {k: len(v) for k, v in splits.items()}
+
+
+def _check_box(path, box_size, grid):
+    rows, columns = grid.original_shape
+    if box_size <= 0 or box_size >= min(rows, columns):
+        raise InputError("box size %s px does not fit micrograph %s (%d x %d px); give "
+                         "a box of about 1.2 to 1.5 particle diameters"
+                         % (box_size, path, columns, rows))
+
+
+def augmentation(enabled):
+    """ultralytics augmentation suited to micrographs: any in-plane rotation,
+    flips, brightness; no colour, little scaling (particles have one size)."""
+    if not enabled:
+        return dict(degrees=0, translate=0, scale=0, fliplr=0, flipud=0, mosaic=0,
+                    hsv_h=0, hsv_s=0, hsv_v=0, erasing=0)
+    return dict(degrees=180, translate=0.1, scale=0.1, fliplr=0.5, flipud=0.5,
+                mosaic=1.0, hsv_h=0, hsv_s=0, hsv_v=0.3, erasing=0)
+
+
+def ultralytics_device(gpu_ids):
+    return ",".join(map(str, gpu_ids)) if gpu_ids else "cpu"
+
+
+def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
+                 model="yolov8n", initial_weights=None, epochs=100, patience=30,
+                 batch=4, learning_rate=0.005, tile=0, val_fraction=0.2, augment=True,
+                 class_names=None,
+                 gpu_ids=(), threads=1, seed=0):
+    """Train a YOLO picker; writes out_dir/model.pt, model.json, metrics.csv."""
+    from ultralytics import YOLO
+    settings = settings or PreprocessSettings()
+    settings.validate()
+    if initial_weights and not os.path.isfile(initial_weights):
+        raise InputError("initial weights %s not found; give a local .pt file or "
+                         "leave it empty to train from scratch" % initial_weights)
+    labelled, skipped, class_names = read_training_coordinates(
+        micrographs, coords_dir, class_names)
+    if skipped:
+        logger.info("%d of %d micrographs have no coordinates and are skipped",
+                    len(skipped), len(micrographs))
+    out_dir = os.path.abspath(out_dir)  # ultralytics puts relative paths under its runs/
+    os.makedirs(out_dir, exist_ok=True)
+    dataset_dir = os.path.join(out_dir, "dataset")
+    shutil.rmtree(dataset_dir, ignore_errors=True)
+    data_yaml, tile, split_sizes = write_yolo_dataset(
+        labelled, class_names, box_size, settings, dataset_dir, val_fraction, tile,
+        threads, seed)
+    logger.info("training %s on %d micrographs (%d for validation), %d particles, "
+                "classes %s, tiles of %d px", model, split_sizes["train"], split_sizes["val"],
+                sum(len(r) for r in labelled.values()), ",".join(class_names), tile)
+    network = YOLO(model + ".yaml")
+    if initial_weights:
+        network.load(initial_weights)
+    run_dir = os.path.join(out_dir, "training")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # amp=False: ultralytics' AMP self-check downloads a model; plots need a font
+    # download. AdamW at a higher rate with a short warm-up learns from a few
+    # micrographs in tens of epochs (measured on simulated micrographs).
+    network.train(data=data_yaml, epochs=epochs, patience=patience, batch=batch,
+                  imgsz=tile, device=ultralytics_device(gpu_ids), workers=threads,
+                  project=out_dir, name="training", exist_ok=True, plots=False,
+                  amp=False, seed=seed, deterministic=False, verbose=False,
+                  optimizer="AdamW", lr0=learning_rate, warmup_epochs=1,
+                  close_mosaic=max(1, epochs // 4), pretrained=bool(initial_weights),
+                  **augmentation(augment))
+    best = os.path.join(run_dir, "weights", "best.pt")
+    if not os.path.isfile(best):
+        raise RuntimeError("training ended without weights in %s" % best)
+    metrics_csv = os.path.join(out_dir, "metrics.csv")
+    shutil.copyfile(os.path.join(run_dir, "results.csv"), metrics_csv)
+    metadata = {"classes": class_names, "box_size": box_size,
+                "preprocessing": settings.to_dict(), "tile": tile, "model": model,
+                "final_metrics": final_metrics(metrics_csv),
+                "micrographs_trained": len(labelled),
+                "micrographs_skipped": len(skipped)}
+    _copy_atomic(best, os.path.join(out_dir, MODEL_WEIGHTS))
+    _write_json_atomic(os.path.join(out_dir, MODEL_METADATA), metadata)
+    return metadata
+
+
+def final_metrics(metrics_csv):
+    """Precision, recall and mAP of the best epoch (highest mAP50-95, the
+    fitness ultralytics keeps the best weights by)."""
+    import csv
+    with open(metrics_csv, newline="") as f:
+        rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
+    names = {"precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
+             "mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)"}
+    best = max(rows, key=lambda r: 0.1 * float(r[names["mAP50"]])
+               + 0.9 * float(r[names["mAP50-95"]]))
+    return {key: float(best[column]) for key, column in names.items()} | {
+        "epoch": int(float(best["epoch"]))}
+
+
+def _copy_atomic(source, target):
+    shutil.copyfile(source, target + ".partial")
+    os.replace(target + ".partial", target)
+
+
+def _write_json_atomic(path, data):
+    with open(path + ".partial", "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(path + ".partial", path)
+
+
+def load_metadata(model_path):
+    metadata_path = os.path.join(os.path.dirname(os.path.abspath(model_path)),
+                                 MODEL_METADATA)
+    if not os.path.isfile(model_path):
+        raise InputError("model file %s not found; train a picker first or give the "
+                         "path of its model.pt" % model_path)
+    if not os.path.isfile(metadata_path):
+        raise InputError("%s has no %s beside it; use a model written by "
+                         "`cryoprune train-picker`" % (model_path, MODEL_METADATA))
+    with open(metadata_path) as f:
+        return json.load(f)
+
+
+def pick(model_path, micrographs, threshold=0.25, iou=0.5, max_det=3000, gpu_ids=(),
+         threads=1, chunk=8):
+    """Detect particles; yields (micrograph path, picks) in input order, picks
+    being dicts x, y (micrograph pixels), score, class, best first."""
+    from ultralytics import YOLO
+    metadata = load_metadata(model_path)
+    settings = PreprocessSettings.from_dict(metadata["preprocessing"])
+    network = YOLO(model_path, task="detect")
+    timing = {"preprocessing": 0.0, "inference": 0.0}
+    for start in range(0, len(micrographs), chunk):
+        paths = micrographs[start:start + chunk]
+        began = time.perf_counter()
+        processed = preprocess_micrograph_files(paths, settings, threads)
+        timing["preprocessing"] += time.perf_counter() - began
+        began = time.perf_counter()
+        for path, (image, grid) in zip(paths, processed):
+            result = network.predict(np.repeat(image[..., None], 3, axis=2),
+                                     imgsz=_network_size(image.shape), conf=threshold, iou=iou,
+                                     max_det=max_det, device=ultralytics_device(gpu_ids),
+                                     verbose=False)[0]
+            yield path, _detections_to_picks(result, grid, metadata["classes"])
+        timing["inference"] += time.perf_counter() - began
+    logger.info("%d micrographs: preprocessing %.2f s, inference %.2f s (%.2f and %.2f s "
+                "per micrograph)", len(micrographs), timing["preprocessing"],
+                timing["inference"], timing["preprocessing"] / max(1, len(micrographs)),
+                timing["inference"] / max(1, len(micrographs)))
+
+
+def _network_size(shape):
+    """Prediction size that keeps the working scale: the long side rounded up
+    to the network stride (32), so ultralytics pads rather than resizes."""
+    return int(np.ceil(max(shape) / 32)) * 32
+
+
+def _detections_to_picks(result, grid, class_names):
+    boxes = result.boxes
+    if boxes is None or not len(boxes):
+        return []
+    x, y = centres_to_micrograph(boxes.xywh.cpu().numpy()[:, :2], grid)
+    scores = boxes.conf.cpu().numpy()
+    classes = boxes.cls.cpu().numpy().astype(int)
+    order = np.argsort(-scores)
+    return [{"x": float(x[i]), "y": float(y[i]), "score": float(scores[i]),
+             "class": class_names[classes[i]]} for i in order]

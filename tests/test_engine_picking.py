@@ -1,0 +1,140 @@
+"""YOLO dataset, coordinate mapping and the picking CLI on simulated data."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cryoprune_scipion.cli import main as cryoprune
+from cryoprune_scipion.engine.io import (InputError, read_coordinates, write_micrograph,
+                                         write_table)
+from cryoprune_scipion.engine.metrics import score_picks
+from cryoprune_scipion.engine.picking import (centres_to_micrograph, read_training_coordinates,
+                                              tile_origins, write_yolo_dataset)
+from cryoprune_scipion.engine.preprocess import PreprocessSettings, WorkingGrid
+from cryoprune_scipion.engine.simulate import simulate_micrograph
+
+
+def test_tiles_cover_the_image_with_the_requested_overlap():
+    origins = tile_origins(1000, 256, 40)
+    assert origins[0] == 0 and origins[-1] == 1000 - 256
+    assert all(b - a <= 256 - 40 for a, b in zip(origins, origins[1:]))
+    assert tile_origins(200, 256, 40) == [0]
+
+
+@pytest.mark.parametrize("shape,working_size", [((700, 1100), 512), ((1100, 700), 640),
+                                                ((900, 900), 0), ((1500, 1300), 1024)])
+def test_coordinates_survive_yolo_labels_within_one_pixel(tmp_path, shape, working_size):
+    rng = np.random.default_rng(3)
+    box = 60
+    margin = box  # boxes clipped at a tile edge move their centre, so stay inside
+    x = rng.uniform(margin, shape[1] - margin, 30)
+    y = rng.uniform(margin, shape[0] - margin, 30)
+    path = str(tmp_path / "mic.mrc")
+    write_micrograph(path, rng.normal(size=shape))
+    rows = [{"x": a, "y": b, "class": "top" if i % 2 else "side"}
+            for i, (a, b) in enumerate(zip(x, y))]
+    data_yaml, tile, _ = write_yolo_dataset({path: rows}, ["side", "top"], box,
+                                            PreprocessSettings(working_size=working_size),
+                                            str(tmp_path / "dataset"), val_fraction=0)
+    grid = WorkingGrid.for_shape(shape, working_size)
+    recovered = []
+    for label_file in glob.glob(str(tmp_path / "dataset/labels/train/*.txt")):
+        top, left = (int(v) for v in os.path.basename(label_file)[:-4].split("_")[-2:])
+        labels = np.loadtxt(label_file, ndmin=2)
+        for class_id, cx, cy, w, h in labels:
+            if w * tile >= box * grid.scale_x - 1e-6:  # unclipped boxes only
+                bx, by = centres_to_micrograph([(cx * tile, cy * tile)], grid, (top, left))
+                recovered.append((bx[0], by[0], int(class_id)))
+    assert json.load(open(data_yaml))["names"] == ["side", "top"]
+    recovered = np.array(recovered)
+    for i, row in enumerate(rows):
+        distance = np.hypot(recovered[:, 0] - row["x"], recovered[:, 1] - row["y"])
+        assert distance.min() < 1.0, "particle %d lost in the labels" % i
+        assert recovered[np.argmin(distance), 2] == (1 if row["class"] == "top" else 0)
+
+
+def test_micrographs_without_coordinates_are_skipped(tmp_path):
+    write_table(str(tmp_path / "a.csv"), ["x", "y"], [{"x": 5, "y": 6}])
+    write_table(str(tmp_path / "b.csv"), ["x", "y"], [])
+    labelled, skipped, classes = read_training_coordinates(
+        ["/data/a.mrc", "/data/b.mrc", "/data/c.mrc"], str(tmp_path))
+    assert list(labelled) == ["/data/a.mrc"] and len(skipped) == 2
+    assert classes == ["particle"]
+
+
+def test_bad_training_input_is_refused_with_a_message(tmp_path):
+    with pytest.raises(InputError, match="no coordinates for any of the 1 micrographs"):
+        read_training_coordinates(["/data/a.mrc"], str(tmp_path))
+    write_table(str(tmp_path / "a.csv"), ["x", "y", "class"], [{"x": 5, "y": 6, "class": "tilted"}])
+    with pytest.raises(InputError, match="class tilted are not among the classes top,side"):
+        read_training_coordinates(["/data/a.mrc"], str(tmp_path), ["top", "side"])
+    path = str(tmp_path / "a.mrc")
+    write_micrograph(path, np.zeros((100, 100)))
+    with pytest.raises(InputError, match="box size 300 px does not fit micrograph"):
+        write_yolo_dataset({path: [{"x": 50, "y": 50}]}, ["particle"], 300,
+                           PreprocessSettings(working_size=0), str(tmp_path / "d"))
+
+
+@pytest.fixture(scope="module")
+def trained_picker(tmp_path_factory):
+    """A picker trained through the CLI on five simulated micrographs."""
+    root = tmp_path_factory.mktemp("picker")
+    micrographs, truth = [], {}
+    for index in range(7):
+        simulated = simulate_micrograph((768, 768), n_particles=28, snr=2.0, seed=index)
+        path = str(root / ("mic%d.mrc" % index))
+        write_micrograph(path, simulated.image, simulated.pixel_size)
+        micrographs.append(path)
+        truth[path] = simulated.particles
+        os.makedirs(root / "coords", exist_ok=True)
+        write_table(str(root / "coords" / ("mic%d.csv" % index)), ["x", "y", "class"],
+                    [{"x": p["x"], "y": p["y"], "class": p["view"]} for p in simulated.particles])
+    status = cryoprune(["train-picker", "--micrographs", *micrographs[:5],
+                        "--coords", str(root / "coords"), "--box", "64",
+                        "--out", str(root / "model"), "--epochs", "20",
+                        "--working-size", "384", "--threads", "2"])
+    assert status == 0
+    return root, micrographs, truth
+
+
+def test_training_writes_the_model_and_its_metadata(trained_picker):
+    root, _, _ = trained_picker
+    metadata = json.load(open(root / "model" / "model.json"))
+    assert os.path.getsize(root / "model" / "model.pt") > 1e6
+    assert metadata["classes"] == ["side", "top"]
+    assert metadata["box_size"] == 64 and metadata["micrographs_trained"] == 5
+    assert metadata["preprocessing"]["working_size"] == 384
+    assert metadata["preprocessing"]["wavelet"] == "db15"
+    assert set(metadata["final_metrics"]) >= {"precision", "recall", "mAP50", "mAP50-95"}
+    assert len(open(root / "model" / "metrics.csv").read().strip().splitlines()) == 21
+
+
+def test_picks_land_on_the_particles_of_unseen_micrographs(trained_picker):
+    root, micrographs, truth = trained_picker
+    held_out = micrographs[5:]
+    assert cryoprune(["pick", "--model", str(root / "model" / "model.pt"),
+                      "--micrographs", *held_out, "--out", str(root / "picks"),
+                      "--threshold", "0.1"]) == 0
+    for path in held_out:
+        csv_path = root / "picks" / (os.path.basename(path)[:-4] + ".csv")
+        assert open(csv_path).readline().strip() == "x,y,score,class"
+        picks = read_coordinates(str(csv_path))
+        assert {p["class"] for p in picks} <= {"side", "top"}
+        score = score_picks([(p["x"], p["y"]) for p in picks],
+                            [(p["x"], p["y"]) for p in truth[path]], radius=12,
+                            scores=[float(p["score"]) for p in picks])
+        assert score.f1 > 0.7, "%s: %s" % (path, score.as_dict())
+
+
+def test_pick_refuses_a_missing_model_and_a_corrupt_micrograph(trained_picker, tmp_path, capsys):
+    root, micrographs, _ = trained_picker
+    assert cryoprune(["pick", "--model", str(tmp_path / "none.pt"), "--micrographs",
+                      micrographs[0], "--out", str(tmp_path)]) == 2
+    assert "none.pt not found" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.mrc"
+    corrupt.write_bytes(b"\0" * 100)
+    assert cryoprune(["pick", "--model", str(root / "model" / "model.pt"), "--micrographs",
+                      str(corrupt), "--out", str(tmp_path / "picks")]) == 2
+    assert "corrupt.mrc: cannot read the image" in capsys.readouterr().err

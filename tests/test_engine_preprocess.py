@@ -1,0 +1,127 @@
+"""Micrograph reading and preprocessing."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from cryoprune_scipion.engine.io import InputError, read_micrograph, write_micrograph
+from cryoprune_scipion.engine.preprocess import (PreprocessSettings, WorkingGrid,
+                                                 preprocess, resize,
+                                                 suppress_wavelet_details, to_uint8)
+
+
+def gaussian_spot(shape, x, y, sigma=4.0):
+    rows, columns = np.mgrid[:shape[0], :shape[1]]
+    return np.exp(-((columns - x) ** 2 + (rows - y) ** 2) / (2 * sigma ** 2)).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape,working_size", [((600, 900), 300), ((900, 600), 512),
+                                                ((1000, 1000), 1024), ((733, 1201), 640)])
+def test_working_grid_maps_a_spot_back_to_its_micrograph_pixel(shape, working_size):
+    x, y = 0.63 * shape[1], 0.41 * shape[0]
+    grid = WorkingGrid.for_shape(shape, working_size)
+    assert max(grid.working_shape) == working_size
+    working = resize(gaussian_spot(shape, x, y, sigma=shape[0] / 60), grid.working_shape)
+    rows, columns = np.mgrid[:working.shape[0], :working.shape[1]]
+    weights = working / working.sum()
+    found_x, found_y = (columns * weights).sum(), (rows * weights).sum()
+    back_x, back_y = grid.to_original(found_x, found_y)
+    assert abs(back_x - x) < 1.0 and abs(back_y - y) < 1.0
+
+
+def test_working_grid_round_trip_is_exact():
+    grid = WorkingGrid.for_shape((3838, 3710), 1024)
+    x, y = np.array([0.0, 100.25, 3709.0]), np.array([0.0, 2000.5, 3837.0])
+    back_x, back_y = grid.to_original(*grid.to_working(x, y))
+    np.testing.assert_allclose(back_x, x, atol=1e-9)
+    np.testing.assert_allclose(back_y, y, atol=1e-9)
+
+
+def test_wavelet_removal_suppresses_pixel_noise_and_keeps_large_features():
+    rng = np.random.default_rng(0)
+    clean = gaussian_spot((256, 256), 128, 128, sigma=12)
+    noisy = clean + rng.normal(scale=0.2, size=clean.shape).astype(np.float32)
+    restored = suppress_wavelet_details(noisy, "db15", 2, "remove")
+    assert restored.shape == noisy.shape
+    assert np.std(restored - clean) < 0.4 * np.std(noisy - clean)
+    correlation = np.corrcoef(restored.ravel(), clean.ravel())[0, 1]
+    assert correlation > 0.8 > np.corrcoef(noisy.ravel(), clean.ravel())[0, 1] + 0.2
+    soft = suppress_wavelet_details(noisy, "db15", 2, "soft")
+    assert np.std(soft - clean) < np.std(noisy - clean)
+
+
+def test_full_preprocessing_gives_a_normalised_working_image():
+    rng = np.random.default_rng(1)
+    micrograph = rng.normal(size=(800, 1200)).astype(np.float32) + gaussian_spot((800, 1200), 400, 300)
+    image, grid = preprocess(micrograph, PreprocessSettings(working_size=512))
+    assert image.shape == grid.working_shape == (341, 512)
+    assert abs(image.mean()) < 1e-3 and abs(image.std() - 1) < 1e-3
+    picture = to_uint8(image)
+    assert picture.dtype == np.uint8 and picture.min() == 0 and picture.max() == 255
+
+
+def test_every_step_can_be_switched_off():
+    micrograph = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    image, grid = preprocess(micrograph, PreprocessSettings(
+        working_size=0, wavelet="", wiener_size=0, clahe_tiles=0, normalize=False))
+    np.testing.assert_array_equal(image, micrograph)
+    assert grid.working_shape == (64, 64)
+
+
+@pytest.mark.parametrize("settings,message", [
+    (PreprocessSettings(wavelet="db999"), "unknown wavelet"),
+    (PreprocessSettings(wiener_size=8), "odd"),
+    (PreprocessSettings(wavelet_mode="zero"), "wavelet mode"),
+    (PreprocessSettings(working_size=-1), "working size")])
+def test_bad_settings_are_refused_with_a_message(settings, message):
+    with pytest.raises(InputError, match=message):
+        settings.validate()
+
+
+def test_settings_survive_a_round_trip_through_a_dict():
+    settings = PreprocessSettings(working_size=768, wavelet="sym8", clahe_tiles=8)
+    assert PreprocessSettings.from_dict(settings.to_dict()) == settings
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint16, np.float32])
+def test_mrc_micrographs_of_any_mode_are_read_as_float(tmp_path, dtype):
+    data = (np.arange(40 * 30) % 100).reshape(30, 40).astype(dtype)
+    path = str(tmp_path / "mic.mrc")
+    import mrcfile
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(data)
+    image = read_micrograph(path)
+    assert image.dtype == np.float32 and image.shape == (30, 40)
+    np.testing.assert_array_equal(image, data.astype(np.float32))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif"])
+def test_8bit_pictures_are_read_with_rows_and_columns_as_in_the_file(tmp_path, suffix):
+    data = np.zeros((50, 70), dtype=np.uint8)
+    data[10, 60] = 255
+    path = str(tmp_path / ("mic" + suffix))
+    Image.fromarray(data).save(path, quality=100) if suffix == ".jpg" else Image.fromarray(data).save(path)
+    image = read_micrograph(path)
+    assert image.shape == (50, 70)
+    assert np.unravel_index(np.argmax(image), image.shape) == (10, 60)
+
+
+def test_corrupt_missing_and_nan_micrographs_name_the_file(tmp_path):
+    corrupt = tmp_path / "broken.mrc"
+    corrupt.write_bytes(b"not an mrc file at all" * 10)
+    with pytest.raises(InputError, match="broken.mrc"):
+        read_micrograph(str(corrupt))
+    with pytest.raises(InputError, match="missing.mrc: micrograph file not found"):
+        read_micrograph(str(tmp_path / "missing.mrc"))
+    nan_path = str(tmp_path / "nan.mrc")
+    write_micrograph(nan_path, np.full((8, 8), np.nan, dtype=np.float32))
+    with pytest.raises(InputError, match="nan.mrc: the micrograph holds NaN"):
+        read_micrograph(nan_path)
+    with pytest.raises(InputError, match="unknown image format"):
+        (tmp_path / "mic.xyz").write_text("x")
+        read_micrograph(str(tmp_path / "mic.xyz"))
+
+
+def test_a_blank_micrograph_gives_a_finite_image():
+    image, _ = preprocess(np.full((96, 128), 7.0, dtype=np.float32),
+                          PreprocessSettings(working_size=64))
+    assert np.isfinite(image).all()
