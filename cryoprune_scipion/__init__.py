@@ -36,7 +36,7 @@ class Plugin(pwem.Plugin):
         """Environment for the jobs: no downloads, no update checks."""
         environ = pwem.pwutils.Environ(os.environ)
         environ.update({"YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False",
-                        "HF_HUB_OFFLINE": "1", "TORCH_HOME": cls.getModelsDir()},
+                        "TORCH_HOME": cls.getModelsDir()},
                        position=pwem.pwutils.Environ.REPLACE)
         return environ
 

@@ -7,15 +7,9 @@ module of this package.
 import argparse
 import importlib
 import logging
-import os
 import sys
 
-# No downloads, no update checks, no telemetry: set before ultralytics loads.
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_VERBOSE", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-COMMAND_MODULES = ["picking"]
+COMMAND_MODULES = ["demo", "picking", "pruning", "classification"]
 
 
 def build_parser():

@@ -74,6 +74,21 @@ def run_demo(args):
                             [(t["x"], t["y"]) for t in truth], BOX_SIZE / 4,
                             [p["score"] for p in picks])
         print("%s: %d picks, %d true particles; precision %.2f, recall %.2f, F1 %.2f "
-              "(within %d px); picture %s" % (stem, len(picks), len(truth), score.precision,
-                                               score.recall, score.f1, BOX_SIZE // 4,
-                                               picture), flush=True)
+              "(within %d px); view class right for %.0f%% of the found particles; "
+              "picture %s" % (stem, len(picks), len(truth), score.precision, score.recall,
+                              score.f1, BOX_SIZE // 4, 100 * view_agreement(picks, truth),
+                              picture), flush=True)
+
+
+def view_agreement(picks, truth):
+    """Fraction of picks near a true particle (within a quarter box) whose
+    view class is that particle's."""
+    truth_xy = np.array([(t["x"], t["y"]) for t in truth])
+    agree = found = 0
+    for pick in picks:
+        distance = np.hypot(*(truth_xy - (pick["x"], pick["y"])).T)
+        nearest = int(np.argmin(distance))
+        if distance[nearest] < BOX_SIZE / 4:
+            found += 1
+            agree += pick["class"] == truth[nearest]["class"]
+    return agree / found if found else 0.0

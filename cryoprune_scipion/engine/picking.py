@@ -25,6 +25,15 @@ DEFAULT_CLASS = "particle"
 PICK_FIELDS = ["x", "y", "score", "class"]
 
 
+def import_yolo():
+    """ultralytics' YOLO class, imported offline: no downloads, update checks
+    or telemetry (ultralytics reads these variables when first imported)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    from ultralytics import YOLO
+    return YOLO
+
+
 def centres_to_micrograph(centres, grid, origin=(0, 0)):
     """Micrograph pixels (x, y) of box centres in the continuous coordinates
     of the working image, or of a tile whose top-left corner is at `origin`
@@ -179,7 +188,7 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
                  class_names=None,
                  gpu_ids=(), threads=1, seed=0):
     """Train a YOLO picker; writes out_dir/model.pt, model.json, metrics.csv."""
-    from ultralytics import YOLO
+    YOLO = import_yolo()
     settings = settings or PreprocessSettings()
     settings.validate()
     if initial_weights and not os.path.isfile(initial_weights):
@@ -272,7 +281,7 @@ def pick(model_path, micrographs, threshold=0.25, iou=0.5, max_det=3000, gpu_ids
          threads=1, chunk=8):
     """Detect particles; yields (micrograph path, picks) in input order, picks
     being dicts x, y (micrograph pixels), score, class, best first."""
-    from ultralytics import YOLO
+    YOLO = import_yolo()
     metadata = load_metadata(model_path)
     settings = PreprocessSettings.from_dict(metadata["preprocessing"])
     network = YOLO(model_path, task="detect")
