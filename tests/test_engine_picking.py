@@ -141,3 +141,11 @@ def test_pick_refuses_a_missing_model_and_a_corrupt_micrograph(trained_picker, t
     assert cryoprune(["pick", "--model", str(root / "model" / "model.pt"), "--micrographs",
                       str(corrupt), "--out", str(tmp_path / "picks")]) == 2
     assert "corrupt.mrc: cannot read the image" in capsys.readouterr().err
+
+
+def test_picks_near_the_edge_are_dropped():
+    from cryoprune_scipion.engine.picking import away_from_edges
+    picks = [{"x": x, "y": 50.0} for x in (10.0, 31.9, 32.0, 67.0, 67.1, 90.0)]
+    kept = away_from_edges(picks, (100, 100), border=32)
+    assert [p["x"] for p in kept] == [32.0, 67.0]
+    assert away_from_edges(picks, (100, 100), border=0) == picks

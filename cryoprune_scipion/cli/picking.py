@@ -54,6 +54,9 @@ def add_commands(commands):
     pick.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
     pick.add_argument("--max-det", type=int, default=3000,
                       help="maximum detections per micrograph")
+    pick.add_argument("--border", type=float, default=None, metavar="PX",
+                      help="drop picks closer than this to the micrograph edge "
+                           "(default: half the box size; 0 keeps all)")
     pick.add_argument("--threads", type=int, default=1)
     add_device_argument(pick)
     pick.set_defaults(run=run_pick)
@@ -115,7 +118,8 @@ def run_pick(args):
     from ..engine.picking import PICK_FIELDS, pick
     os.makedirs(args.out, exist_ok=True)
     for path, picks in pick(args.model, args.micrographs, args.threshold, args.iou,
-                            args.max_det, parse_device(args.device), args.threads):
+                            args.max_det, args.border, parse_device(args.device),
+                            args.threads):
         write_table(os.path.join(args.out, micrograph_stem(path) + ".csv"), PICK_FIELDS,
                     picks)
         print("%s: %d particles" % (path, len(picks)), flush=True)

@@ -277,14 +277,18 @@ def load_metadata(model_path):
         return json.load(f)
 
 
-def pick(model_path, micrographs, threshold=0.25, iou=0.5, max_det=3000, gpu_ids=(),
-         threads=1, chunk=8):
+def pick(model_path, micrographs, threshold=0.25, iou=0.5, max_det=3000, border=None,
+         gpu_ids=(), threads=1, chunk=8):
     """Detect particles; yields (micrograph path, picks) in input order, picks
-    being dicts x, y (micrograph pixels), score, class, best first."""
+    being dicts x, y (micrograph pixels), score, class, best first.
+
+    Picks closer than `border` px to the micrograph edge are dropped (default
+    half the model's box: such boxes cannot be extracted whole)."""
     YOLO = import_yolo()
     metadata = load_metadata(model_path)
     settings = PreprocessSettings.from_dict(metadata["preprocessing"])
     network = YOLO(model_path, task="detect")
+    border = metadata["box_size"] / 2 if border is None else border
     timing = {"preprocessing": 0.0, "inference": 0.0}
     for start in range(0, len(micrographs), chunk):
         paths = micrographs[start:start + chunk]
@@ -297,7 +301,8 @@ def pick(model_path, micrographs, threshold=0.25, iou=0.5, max_det=3000, gpu_ids
                                      imgsz=_network_size(image.shape), conf=threshold, iou=iou,
                                      max_det=max_det, device=ultralytics_device(gpu_ids),
                                      verbose=False)[0]
-            yield path, _detections_to_picks(result, grid, metadata["classes"])
+            picks = _detections_to_picks(result, grid, metadata["classes"])
+            yield path, away_from_edges(picks, grid.original_shape, border)
         timing["inference"] += time.perf_counter() - began
     logger.info("%d micrographs: preprocessing %.2f s, inference %.2f s (%.2f and %.2f s "
                 "per micrograph)", len(micrographs), timing["preprocessing"],
@@ -309,6 +314,13 @@ def _network_size(shape):
     """Prediction size that keeps the working scale: the long side rounded up
     to the network stride (32), so ultralytics pads rather than resizes."""
     return int(np.ceil(max(shape) / 32)) * 32
+
+
+def away_from_edges(picks, shape, border):
+    """The picks whose centre lies at least `border` px inside the micrograph."""
+    rows, columns = shape
+    return [p for p in picks if border <= p["x"] <= columns - 1 - border
+            and border <= p["y"] <= rows - 1 - border]
 
 
 def _detections_to_picks(result, grid, class_names):
