@@ -4,6 +4,7 @@ pyworkflow reads its configuration from the environment when it is first
 imported, so the variables are set here, before any test module imports it.
 """
 import os
+import sys
 import tempfile
 
 _SCIPION_HOME = tempfile.mkdtemp(prefix="cryoprune-scipion-home-")
@@ -19,6 +20,7 @@ for _name, _value in {"SCIPION_DOMAIN": "pwem",
                       "SCIPION_TESTS": os.path.join(_SCIPION_HOME, "tests"),
                       "SCIPION_TEST_NOSYNC": "1",
                       "SCIPION_NOTIFY": "False",
+                      "SCIPION_PYTHON": sys.executable,  # runs the protocols
                       "YOLO_OFFLINE": "1",
                       "YOLO_CONFIG_DIR": os.path.join(_SCIPION_HOME, "ultralytics"),
                       "MPLBACKEND": "Agg"}.items():

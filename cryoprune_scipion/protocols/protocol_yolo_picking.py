@@ -1,0 +1,177 @@
+"""Particle picking with a trained YOLO detector; works on streamed input."""
+import os
+
+import pyworkflow.protocol.params as params
+from pyworkflow import BETA
+from pwem.protocols import ProtParticlePickingAuto
+
+from .. import Plugin
+from ..constants import CLASS_ATTR, MODEL_METADATA, SCORE_ATTR
+from ..convert import (coordinatesPath, getCoordinateClass, linkMicrographs,
+                       readCoordinatesCsv)
+from .protocol_yolo_training import CLASS_NAME_PATTERN
+
+OUTPUT_COORDINATES = "outputCoordinates"
+
+
+class CryoPruneProtYoloPicking(ProtParticlePickingAuto):
+    """Picks particles with a YOLO detector trained by the YOLO training
+    protocol. Each coordinate carries its confidence (`_cryopruneScore`) and
+    view class (`_cryopruneClass`); besides all picks, one SetOfCoordinates
+    per view class is output when the input stream closes."""
+    _label = "yolo picking"
+    _devStatus = BETA
+
+    # --------------------------- DEFINE param functions ----------------------
+    def _defineParams(self, form):
+        ProtParticlePickingAuto._defineParams(self, form)
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
+                       label="Use GPU", help="Pick on the GPU below; No picks on the CPU.")
+        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
+                       label="GPU IDs", help="The GPU to pick on, e.g. '0'.")
+        form.addParam("inputModel", params.PointerParam,
+                      pointerClass="CryoPruneYoloModel", important=True,
+                      label="YOLO model", help="Output of the YOLO training protocol.")
+        form.addParam("boxSize", params.IntParam, allowsNull=True,
+                      label="Box size (px)",
+                      help="Box size of the output coordinates. Empty: the box size "
+                           "the model was trained with.")
+        form.addSection(label="Detection")
+        form.addParam("threshold", params.FloatParam, default=0.25,
+                      validators=[params.Range(0.0, 1.0)],
+                      label="Confidence threshold",
+                      help="Keep detections of at least this confidence. Every "
+                           "coordinate keeps its score, so a stricter threshold can "
+                           "be applied later with a subset.")
+        form.addParam("iou", params.FloatParam, default=0.5,
+                      validators=[params.Range(0.01, 1.0)],
+                      label="NMS IoU",
+                      help="Of two boxes overlapping more than this (intersection over "
+                           "union), only the more confident is kept.")
+        form.addParam("maxDetections", params.IntParam, default=3000,
+                      validators=[params.Positive],
+                      label="Maximum detections per micrograph")
+        form.addParam("border", params.IntParam, allowsNull=True,
+                      label="Edge exclusion (px)",
+                      help="Picks whose centre is closer than this to the micrograph "
+                           "edge are dropped: their boxes cannot be extracted whole. "
+                           "Empty: half the box size; 0 keeps every pick.")
+        form.addParallelSection(threads=4, mpi=0)
+        self._defineStreamingParams(form)
+        form.getParam("streamingBatchSize").setDefault(16)
+
+    # --------------------------- STEPS functions -----------------------------
+    def _pickMicrograph(self, mic, *args):
+        self._pickMicrographList([mic], *args)
+
+    def _pickMicrographList(self, micList, *args):
+        if not micList:
+            return
+        micFiles = linkMicrographs(micList, self._getTmpPath("micrographs"))
+        os.makedirs(self.getCoordsDir(), exist_ok=True)
+        args = ["--model %s" % os.path.abspath(self.inputModel.get().getFileName()),
+                "--micrographs %s" % " ".join(micFiles),
+                "--out %s" % self.getCoordsDir(),
+                "--threshold %s" % self.threshold, "--iou %s" % self.iou,
+                "--max-det %d" % self.maxDetections,
+                "--border %s" % self._getBorder(),
+                "--threads %d" % self.numberOfThreads,
+                "--device %(GPU)s" if self.usesGpu() else "--device cpu"]
+        Plugin.runCryoprune(self, "pick", " ".join(args))
+
+    def readCoordsFromMics(self, outputDir, micDoneList, outputCoords):
+        if not outputCoords.getBoxSize():
+            outputCoords.setBoxSize(self._getBoxSize())
+        classNames = self.inputModel.get().getClassNames()
+        for mic in micDoneList:
+            readCoordinatesCsv(coordinatesPath(outputDir, mic.getObjId()), mic,
+                               outputCoords, classNames)
+
+    def createOutputStep(self):
+        """One SetOfCoordinates per view class, from all picks, once every
+        micrograph of the (closed) input stream is picked."""
+        allCoords = getattr(self, OUTPUT_COORDINATES, None)
+        if allCoords is None:
+            return
+        for className in self.inputModel.get().getClassNames():
+            classCoords = self._createSetOfCoordinates(self.getInputMicrographsPointer(),
+                                                       suffix="_" + className)
+            classCoords.setBoxSize(allCoords.getBoxSize())
+            classCoords.copyItems(
+                allCoords, itemSelectedCallback=lambda c, name=className:
+                getCoordinateClass(c) == name)
+            classCoords.setObjComment(self.getSummary(classCoords))
+            outputName = "%s_%s" % (OUTPUT_COORDINATES, className)
+            self._defineOutputs(**{outputName: classCoords})
+            self._defineSourceRelation(self.getInputMicrographsPointer(), classCoords)
+            self._defineSourceRelation(self.inputModel, classCoords)
+
+    # --------------------------- INFO functions ------------------------------
+    def _validate(self):
+        model = self.inputModel.get()
+        if model is None or self.getInputMicrographs() is None:
+            return []  # pyworkflow reports the missing inputs
+        errors = []
+        weights = model.getFileName()
+        metadata = os.path.join(os.path.dirname(weights or ""), MODEL_METADATA)
+        if not weights or not os.path.isfile(weights):
+            errors.append("Model weights %s not found: the training run was deleted "
+                          "or moved; train again or import the model" % weights)
+        elif not os.path.isfile(metadata):
+            errors.append("Model metadata %s not found next to the weights: train "
+                          "again" % metadata)
+        names = model.getClassNames()
+        if not names:
+            errors.append("The model has no view class names: train it again")
+        bad = [n for n in names if not CLASS_NAME_PATTERN.match(n)]
+        if bad:
+            errors.append("Unknown view class names %s in the model: names must be "
+                          "letters, digits and underscores; train again with valid "
+                          "names" % ", ".join(bad))
+        if (self.border.get() or 0) < 0:
+            errors.append("Edge exclusion must be 0 or more pixels, found %d"
+                          % self.border)
+        boxSize = self._getBoxSize()
+        width, height, _ = self.getInputMicrographs().getDim()
+        if not boxSize or boxSize <= 0:
+            errors.append("No box size: give one in the form")
+        elif boxSize > min(width, height):
+            errors.append("Box size %d px is larger than the micrographs (%d x %d px)"
+                          % (boxSize, width, height))
+        return errors
+
+    def getSummary(self, coordSet):
+        return "%d particles, box size %s px" % (coordSet.getSize(), coordSet.getBoxSize())
+
+    def _summary(self):
+        summary = ProtParticlePickingAuto._summary(self)
+        allCoords = getattr(self, OUTPUT_COORDINATES, None)
+        if allCoords is not None and allCoords.getSize():
+            for row in allCoords.aggregate(["COUNT", "AVG"], SCORE_ATTR, [CLASS_ATTR]):
+                summary.append("View class %s: %d picks, mean confidence %.2f"
+                               % (row[CLASS_ATTR], row["COUNT"], row["AVG"]))
+        return summary
+
+    def _methods(self):
+        methods = ProtParticlePickingAuto._methods(self)
+        model = self.inputModel.get()
+        if model is not None:
+            methods.append("Particles were picked with a YOLO detector (%s, view classes "
+                           "%s) at a confidence threshold of %s and an NMS IoU of %s."
+                           % (self.getObjectTag("inputModel"),
+                              ", ".join(model.getClassNames()), self.threshold, self.iou))
+        return methods
+
+    def _citations(self):
+        return ["Jocher2023Ultralytics"]
+
+    # --------------------------- UTILS functions -----------------------------
+    def getCoordsDir(self):
+        return self._getExtraPath("coordinates")
+
+    def _getBorder(self):
+        border = self.border.get()
+        return self._getBoxSize() / 2 if border is None else border
+
+    def _getBoxSize(self):
+        return self.boxSize.get() or self.inputModel.get().getBoxSize()

@@ -1,0 +1,361 @@
+"""Training of a YOLO particle detector on a few annotated micrographs."""
+import os
+import re
+
+import pyworkflow.protocol.params as params
+import pyworkflow.utils as pwutils
+from pyworkflow import BETA
+from pwem.protocols import EMProtocol
+
+from .. import Plugin
+from ..constants import MODEL_WEIGHTS, YOLO_FAMILIES, YOLO_SIZES
+from ..convert import (isOnMicrograph, linkMicrographs, micrographKeys,
+                       writeCoordinatesCsv)
+from ..engine.preprocess import WAVELET_MODES
+from ..objects import CryoPruneYoloModel
+
+OUTPUT_MODEL = "outputModel"
+CLASS_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def describeInput(pointer):
+    """'outputCoordinates of import coordinates' for messages."""
+    return "%s of %s" % (pointer.getExtended() or "input",
+                         pointer.getObjValue().getRunName())
+
+
+class CryoPruneProtYoloTraining(EMProtocol):
+    """Trains a YOLO detector (ultralytics) to pick particles, from a few
+    micrographs with coordinates: one SetOfCoordinates per view class (for
+    example top and side views). Micrographs are first brought to a working
+    size and contrast-restored (wavelet, Wiener filter, CLAHE), as in the
+    YOLOv5 KLH picking study. The output model feeds the YOLO picking
+    protocol."""
+    _label = "yolo training"
+    _devStatus = BETA
+    _possibleOutputs = {OUTPUT_MODEL: CryoPruneYoloModel}
+
+    # --------------------------- DEFINE param functions ----------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
+                       label="Use GPU", help="Train on the GPUs below; No trains on the CPU.")
+        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
+                       label="GPU IDs",
+                       help="GPUs to train on, e.g. '0' or '0 1' (data-parallel "
+                            "training on several GPUs).")
+        form.addParam("inputMicrographs", params.PointerParam,
+                      pointerClass="SetOfMicrographs", important=True,
+                      label="Micrographs",
+                      help="Micrographs with annotated particles. Micrographs "
+                           "without coordinates are skipped.")
+        form.addParam("inputCoordinates", params.MultiPointerParam,
+                      pointerClass="SetOfCoordinates", minNumObjects=1, important=True,
+                      label="Coordinates (one set per view class)",
+                      help="One SetOfCoordinates per view class, e.g. the top views "
+                           "and the side views. A single set trains a one-class "
+                           "detector.")
+        form.addParam("classNames", params.StringParam, default="",
+                      label="View class names",
+                      help="Comma-separated names of the view classes, in the order "
+                           "of the coordinate sets (e.g. 'top,side'). Letters, digits "
+                           "and underscores. Empty: each set's label, or "
+                           "class1, class2...")
+        form.addParam("boxSize", params.IntParam, allowsNull=True,
+                      label="Box size (px)",
+                      help="Size of the boxes drawn around the particles, in "
+                           "micrograph pixels. Empty: the box size of the first "
+                           "coordinate set.")
+        form.addParam("valFraction", params.FloatParam, default=0.2,
+                      validators=[params.Range(0.0, 0.9)],
+                      label="Validation fraction",
+                      help="Fraction of the annotated micrographs kept apart to "
+                           "measure precision, recall and mAP after each epoch "
+                           "(at least one when there are two or more).")
+
+        form.addSection(label="Training")
+        form.addParam("modelFamily", params.EnumParam, choices=YOLO_FAMILIES,
+                      default=0, label="Model family")
+        form.addParam("modelSize", params.EnumParam, choices=YOLO_SIZES, default=0,
+                      display=params.EnumParam.DISPLAY_HLIST, label="Model size",
+                      help="n (nano, fastest) to x (largest). Larger models need "
+                           "more data and a GPU.")
+        form.addParam("initialWeights", params.PathParam, default="",
+                      label="Initial weights (optional)",
+                      help="A local ultralytics .pt file to start from, e.g. COCO "
+                           "weights of the same family and size. Nothing is "
+                           "downloaded; empty trains from scratch.")
+        form.addParam("epochs", params.IntParam, default=100,
+                      validators=[params.Positive], label="Epochs")
+        form.addParam("patience", params.IntParam, default=30,
+                      validators=[params.Positive], label="Early-stopping patience",
+                      help="Stop when the validation fitness has not improved for "
+                           "this many epochs.")
+        form.addParam("batchSize", params.IntParam, default=4,
+                      validators=[params.Positive], label="Batch size")
+        form.addParam("learningRate", params.FloatParam, default=0.005,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
+                      label="Learning rate", help="Initial AdamW learning rate.")
+        form.addParam("tileSize", params.IntParam, default=0,
+                      validators=[params.GE(0)], label="Training tile size (px)",
+                      help="Training sees square tiles of the working image, a "
+                           "multiple of 32 px; picking runs on whole working images "
+                           "at the same scale. 0: room for four boxes, at least "
+                           "256 px.")
+        form.addParam("augment", params.BooleanParam, default=True,
+                      label="Augmentation",
+                      help="Any in-plane rotation, flips, small shifts and scale "
+                           "changes, brightness, mosaics of four tiles.")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Random seed")
+
+        form.addSection(label="Preprocessing")
+        form.addParam("doPreprocess", params.BooleanParam, default=True,
+                      label="Restore contrast",
+                      help="Wavelet, Wiener filter and CLAHE before training. No: "
+                           "only resize and normalise.")
+        form.addParam("workingSize", params.IntParam, default=1024,
+                      validators=[params.GE(0)], label="Working size (px)",
+                      help="Long side of the micrographs after resizing; 0 keeps "
+                           "their size. Coordinates map back exactly.")
+        form.addParam("doWavelet", params.BooleanParam, default=True,
+                      condition="doPreprocess", label="Wavelet detail suppression")
+        form.addParam("wavelet", params.StringParam, default="db15",
+                      condition="doPreprocess and doWavelet", label="Wavelet",
+                      help="A discrete wavelet of PyWavelets, e.g. db15 or sym8.")
+        form.addParam("waveletLevels", params.IntParam, default=2,
+                      validators=[params.Positive],
+                      condition="doPreprocess and doWavelet", label="Wavelet levels")
+        form.addParam("waveletMode", params.EnumParam, choices=list(WAVELET_MODES), default=0,
+                      display=params.EnumParam.DISPLAY_HLIST,
+                      condition="doPreprocess and doWavelet", label="Wavelet details",
+                      help="remove: drop the detail coefficients (the paper); soft: "
+                           "soft-threshold them at the noise level.")
+        form.addParam("doWiener", params.BooleanParam, default=True,
+                      condition="doPreprocess", label="Wiener filter")
+        form.addParam("wienerSize", params.IntParam, default=9,
+                      condition="doPreprocess and doWiener", label="Wiener window (px)",
+                      help="Odd window size.")
+        form.addParam("doClahe", params.BooleanParam, default=True,
+                      condition="doPreprocess", label="CLAHE")
+        form.addParam("claheTiles", params.IntParam, default=4,
+                      validators=[params.Positive],
+                      condition="doPreprocess and doClahe", label="CLAHE tiles per side")
+        form.addParam("claheClip", params.FloatParam, default=0.01,
+                      condition="doPreprocess and doClahe", label="CLAHE clip limit")
+        form.addParam("doNormalize", params.BooleanParam, default=True,
+                      label="Normalise", help="Zero mean, unit standard deviation.")
+
+        form.addParallelSection(threads=4, mpi=0)
+
+    # --------------------------- INSERT steps functions ----------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        self._insertFunctionStep(self.trainStep)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    # --------------------------- STEPS functions -----------------------------
+    def convertInputStep(self):
+        """Coordinates to per-micrograph CSVs (x, y, class) and links to the
+        micrographs that have coordinates."""
+        mics = {mic.getObjId(): mic.clone() for mic in self.inputMicrographs.get()}
+        counts = writeCoordinatesCsv(self._getCoordinateSets(), self._getClassNames(),
+                                     self._getCoordsDir(), self._getMicNames())
+        annotated = [mics[micId] for micId in sorted(counts)]
+        pwutils.cleanPath(self._getMicsDir())
+        linkMicrographs(annotated, self._getMicsDir())
+        self.info("%d of %d micrographs have coordinates (%d in all)"
+                  % (len(annotated), len(mics), sum(counts.values())))
+
+    def trainStep(self):
+        modelDir = self._getModelDir()
+        pwutils.cleanPath(modelDir)  # a continued run trains again from the start
+        micFiles = sorted(os.path.join(self._getMicsDir(), name)
+                          for name in os.listdir(self._getMicsDir()))
+        args = ["--micrographs %s" % " ".join(micFiles),
+                "--coords %s" % self._getCoordsDir(),
+                "--box %d" % self._getBoxSize(),
+                "--out %s" % modelDir,
+                "--classes %s" % ",".join(self._getClassNames()),
+                "--model %s%s" % (self.getEnumText("modelFamily"),
+                                  self.getEnumText("modelSize")),
+                "--epochs %d" % self.epochs, "--patience %d" % self.patience,
+                "--batch %d" % self.batchSize, "--lr %s" % self.learningRate,
+                "--val-fraction %s" % self.valFraction,
+                "--seed %d" % self.seed, "--threads %d" % self.numberOfThreads,
+                self._getDeviceArg()]
+        if self.tileSize.get():
+            args.append("--tile %d" % self.tileSize)
+        if self.initialWeights.get():
+            args.append("--initial-weights %s" % os.path.abspath(self.initialWeights.get()))
+        if not self.augment:
+            args.append("--no-augment")
+        args.extend(self._getPreprocessArgs())
+        Plugin.runCryoprune(self, "train-picker", " ".join(args))
+
+    def createOutputStep(self):
+        model = CryoPruneYoloModel(filename=self._getModelDir(MODEL_WEIGHTS))
+        metadata = model.getMetadata()
+        preprocessing = metadata.get("preprocessing", {})
+        model.setClassNames(metadata["classes"])
+        model.setBoxSize(metadata.get("box_size", self._getBoxSize()))
+        model.setWorkingSize(preprocessing.get("working_size", self.workingSize.get()))
+        model.setPreprocessing(preprocessing)
+        self._defineOutputs(**{OUTPUT_MODEL: model})
+        self._defineSourceRelation(self.inputMicrographs, model)
+        for pointer in self.inputCoordinates:
+            self._defineSourceRelation(pointer, model)
+
+    # --------------------------- INFO functions ------------------------------
+    def _validate(self):
+        coordSets = self._getCoordinateSets()
+        if self.inputMicrographs.get() is None or not coordSets or None in coordSets:
+            return []  # pyworkflow reports the missing inputs
+        errors = []
+        names = self._getClassNames()
+        if len(names) != len(coordSets):
+            errors.append("%d view class names (%s) for %d coordinate sets: give one "
+                          "name per set, in the same order"
+                          % (len(names), ",".join(names), len(coordSets)))
+        bad = [n for n in names if not CLASS_NAME_PATTERN.match(n)]
+        if bad:
+            errors.append("Invalid view class names %s: use letters, digits and "
+                          "underscores, starting with a letter" % ", ".join(bad))
+        if len(set(names)) != len(names):
+            errors.append("View class names must differ, found %s" % ",".join(names))
+        errors.extend(self._validateCoordinates(coordSets))
+        errors.extend(self._validateBoxSize())
+        weights = self.initialWeights.get()
+        if weights and not os.path.isfile(weights):
+            errors.append("Initial weights file %s not found: give an existing "
+                          "ultralytics .pt file or leave it empty" % weights)
+        if self.doPreprocess and self.doWavelet:
+            import pywt
+            if self.wavelet.get().strip() not in pywt.wavelist(kind="discrete"):
+                errors.append("Unknown wavelet '%s': use a discrete wavelet of "
+                              "PyWavelets such as db15 or sym8" % self.wavelet.get())
+        if self.doPreprocess and self.doWiener and self.wienerSize.get() % 2 == 0:
+            errors.append("The Wiener window must be odd, found %d" % self.wienerSize)
+        if self.tileSize.get() % 32:
+            errors.append("The training tile size must be a multiple of 32 px, found %d"
+                          % self.tileSize)
+        return errors
+
+    def _validateCoordinates(self, coordSets):
+        errors = []
+        mics = self._getMicNames()
+        for pointer, coordSet in zip(self.inputCoordinates, coordSets):
+            label = describeInput(pointer)
+            if coordSet.getSize() == 0:
+                errors.append("Coordinate set %s is empty: pick or import "
+                              "coordinates first, or remove it" % label)
+            elif not any(isOnMicrograph(micId, micName, mics)
+                         for micId, micName in micrographKeys(coordSet)):
+                errors.append("No coordinate of %s lies on the input micrographs: "
+                              "use the micrographs these coordinates were picked on"
+                              % label)
+        return errors
+
+    def _validateBoxSize(self):
+        boxSize = self._getBoxSize()
+        if not boxSize or boxSize <= 0:
+            return ["No box size: the coordinates have none, give one in the form"]
+        width, height, _ = self.inputMicrographs.get().getDim()
+        if boxSize > min(width, height):
+            return ["Box size %d px is larger than the micrographs (%d x %d px): "
+                    "give the box in micrograph pixels" % (boxSize, width, height)]
+        return []
+
+    def _warnings(self):
+        if self.inputMicrographs.get() is None or None in self._getCoordinateSets():
+            return []
+        mics = self._getMicNames()
+        return ["%s has coordinates on micrographs that are not in the input; they "
+                "are ignored" % describeInput(pointer)
+                for pointer in self.inputCoordinates
+                if not all(isOnMicrograph(micId, micName, mics)
+                           for micId, micName in micrographKeys(pointer.get()))]
+
+    def _summary(self):
+        if not self.hasAttribute(OUTPUT_MODEL):
+            return ["Training not finished yet."]
+        metadata = getattr(self, OUTPUT_MODEL).getMetadata()
+        metrics = metadata.get("final_metrics", {})
+        summary = ["View classes: %s" % ", ".join(metadata["classes"]),
+                   "Trained on %s micrographs (%s without coordinates skipped)"
+                   % (metadata.get("micrographs_trained", "?"),
+                      metadata.get("micrographs_skipped", "?"))]
+        if metrics:
+            summary.append("Validation: precision %.3f, recall %.3f, mAP50 %.3f, "
+                           "mAP50-95 %.3f" % (metrics["precision"], metrics["recall"],
+                                              metrics["mAP50"], metrics["mAP50-95"]))
+        return summary
+
+    def _methods(self):
+        if not self.hasAttribute(OUTPUT_MODEL):
+            return []
+        return ["A YOLO particle detector (ultralytics %s%s) was trained on %s with "
+                "the view classes %s, box size %d px, working size %d px, for at most "
+                "%d epochs." % (self.getEnumText("modelFamily"),
+                                self.getEnumText("modelSize"),
+                                self.getObjectTag("inputMicrographs"),
+                                ", ".join(self._getClassNames()), self._getBoxSize(),
+                                self.workingSize, self.epochs)]
+
+    def _citations(self):
+        return ["Jocher2023Ultralytics"]
+
+    # --------------------------- UTILS functions -----------------------------
+    def _getCoordinateSets(self):
+        return [pointer.get() for pointer in self.inputCoordinates]
+
+    def _getClassNames(self):
+        names = [n.strip() for n in self.classNames.get("").split(",") if n.strip()]
+        if names:
+            return names
+        labels = [pointer.get().getObjLabel() for pointer in self.inputCoordinates]
+        if all(CLASS_NAME_PATTERN.match(label or "") for label in labels) \
+                and len(set(labels)) == len(labels):
+            return labels
+        return ["class%d" % (i + 1) for i in range(len(labels))]
+
+    def _getMicNames(self):
+        """{micId: micName} of the input micrographs."""
+        return {mic.getObjId(): mic.getMicName() for mic in self.inputMicrographs.get()}
+
+    def _getBoxSize(self):
+        if self.boxSize.get():
+            return self.boxSize.get()
+        return self._getCoordinateSets()[0].getBoxSize()
+
+    def _getDeviceArg(self):
+        return "--device %(GPU)s" if self.usesGpu() else "--device cpu"
+
+    def _getPreprocessArgs(self):
+        args = ["--working-size %d" % self.workingSize]
+        if not self.doNormalize:
+            args.append("--no-normalize")
+        if not self.doPreprocess:
+            return args + ["--no-preprocess"]
+        if self.doWavelet:
+            args += ["--wavelet %s" % self.wavelet.get().strip(),
+                     "--wavelet-levels %d" % self.waveletLevels,
+                     "--wavelet-mode %s" % self.getEnumText("waveletMode")]
+        else:
+            args.append("--wavelet none")
+        args.append("--wiener %d" % (self.wienerSize.get() if self.doWiener else 0))
+        if self.doClahe:
+            args += ["--clahe-tiles %d" % self.claheTiles,
+                     "--clahe-clip %s" % self.claheClip]
+        else:
+            args.append("--clahe-tiles 0")
+        return args
+
+    def _getCoordsDir(self):
+        return self._getExtraPath("coordinates")
+
+    def _getMicsDir(self):
+        return self._getExtraPath("micrographs")
+
+    def _getModelDir(self, *paths):
+        return self._getExtraPath("model", *paths)
