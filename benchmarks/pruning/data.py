@@ -1,0 +1,117 @@
+"""Labelled windows for the pruning benchmark.
+
+Real: EMPIAR-10017 beta-galactosidase (`shared/data/betagal_empiar10017`),
+160 px windows (particle diameter 108 px) downsampled to 64 px:
+  particle    at every labelled centre;
+  background  random centres at least one diameter from every label and
+              150 px from the micrograph border;
+  edge        random centres in the 100 px band of padding artefacts along
+              the border (windows cross the edge, padded with the mean);
+  offcentre   a labelled centre shifted by half a particle (54 px), kept
+              only if no other label lies within 40 px.
+Simulated: micrographs from `engine.simulate` with ice, carbon edges and
+aggregates, windows at the known particle and junk centres and on empty
+background.
+"""
+import os
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from cryoprune_scipion.engine import simulate
+from cryoprune_scipion.engine.io import read_coordinates, read_micrograph
+from cryoprune_scipion.engine.windows import extract_windows
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data",
+                    "betagal_empiar10017")
+REAL_CLASSES = ["particle", "background", "edge", "offcentre"]
+BOX, DIAMETER, EDGE_BAND = 160, 108, 100
+
+
+def downsample(windows, size):
+    import torch
+    import torch.nn.functional as F
+    batch = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).unsqueeze(1)
+    return F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)[:, 0].numpy()
+
+
+def micrograph_names(data=DATA):
+    return sorted(os.path.splitext(n)[0] for n in os.listdir(os.path.join(data, "micrographs")))
+
+
+def real_centres(labels, shape, per_class, rng):
+    """Window centres of each class on one micrograph."""
+    rows, cols = shape
+    tree = cKDTree(labels)
+    chosen = {"particle": labels[rng.permutation(len(labels))[:per_class]]}
+    background = []
+    while len(background) < per_class:
+        xy = rng.uniform([150, 150], [cols - 150, rows - 150], size=(200, 2))
+        far = tree.query(xy)[0] > DIAMETER
+        background.extend(xy[far][:per_class - len(background)])
+    chosen["background"] = np.array(background)
+    side = rng.integers(0, 4, per_class)
+    depth = rng.uniform(0, EDGE_BAND, per_class)
+    along = rng.uniform(0, 1, per_class)
+    chosen["edge"] = np.stack([np.select([side == 0, side == 1], [depth, cols - 1 - depth],
+                                         along * cols),
+                               np.select([side == 2, side == 3], [depth, rows - 1 - depth],
+                                         along * rows)], axis=1)
+    offcentre = []
+    for centre in labels[rng.permutation(len(labels))]:
+        angle = rng.uniform(0, 2 * np.pi)
+        xy = centre + DIAMETER / 2 * np.array([np.cos(angle), np.sin(angle)])
+        if tree.query(xy)[0] >= 40 and len(offcentre) < per_class:
+            offcentre.append(xy)
+    chosen["offcentre"] = np.array(offcentre)
+    return chosen
+
+
+def real_windows(names, per_class, size=64, seed=0, data=DATA):
+    """{class: (n, size, size) windows} from the given micrographs."""
+    rng = np.random.default_rng(seed)
+    out = {name: [] for name in REAL_CLASSES}
+    for name in names:
+        micrograph = read_micrograph(os.path.join(data, "micrographs", name + ".jpg"))
+        rows = read_coordinates(os.path.join(data, "coordinates", name + ".csv"))
+        labels = np.array([[r["x"], r["y"]] for r in rows])
+        for cls, centres in real_centres(labels, micrograph.shape, per_class, rng).items():
+            windows, _ = extract_windows(micrograph, centres, BOX)
+            out[cls].append(downsample(windows, size))
+    return {cls: np.concatenate(w) for cls, w in out.items()}
+
+
+SIM_CLASSES = ["particle", "ice", "carbon", "aggregate", "background"]
+
+
+def simulated_windows(n_micrographs, molecule, snr, box=64, pixel_size=3.0, seed=0):
+    """{class: windows} from simulated 512 x 512 micrographs."""
+    out = {name: [] for name in SIM_CLASSES}
+    junk = ("ice", "ice", "carbon", "aggregate", "aggregate")
+    for i in range(n_micrographs):
+        rng = np.random.default_rng(seed * 100003 + i)
+        mic = simulate.simulate_micrograph((512, 512), 8, pixel_size=pixel_size, snr=snr,
+                                           defocus_um=rng.uniform(1.0, 2.5),
+                                           molecule=molecule, junk=junk,
+                                           seed=seed * 100003 + i)
+        centres = {name: [] for name in SIM_CLASSES}
+        centres["particle"] = [(p["x"], p["y"]) for p in mic.particles]
+        for item in mic.junk:
+            if item["kind"] == "carbon":
+                centres["carbon"] += [(item["x"] + rng.uniform(-box / 4, box / 4),
+                                       rng.uniform(box, 512 - box)) for _ in range(3)]
+            else:
+                centres[item["kind"]].append((item["x"], item["y"]))
+        taken = np.array(centres["particle"] + [(j["x"], j["y"]) for j in mic.junk])
+        carbon_x = max([j["x"] for j in mic.junk if j["kind"] == "carbon"], default=0)
+        for _ in range(200):  # the film may leave little empty ice
+            if len(centres["background"]) == 3:
+                break
+            xy = rng.uniform(box / 2, 512 - box / 2, size=2)
+            if xy[0] > carbon_x + box / 2 and np.min(np.hypot(*(taken - xy).T)) > box:
+                centres["background"].append(tuple(xy))
+        for name, xy in centres.items():
+            if xy:
+                out[name].append(extract_windows(mic.image, np.array(xy), box)[0])
+    return {name: np.concatenate(w) for name, w in out.items()}

@@ -1,0 +1,304 @@
+"""Training of the PickerOptimizer particle/junk classifier."""
+import glob
+import json
+import os
+import re
+
+import pyworkflow.protocol.params as params
+import pyworkflow.utils as pwutils
+from pyworkflow import BETA
+from pwem.objects import SetOfCoordinates
+from pwem.protocols import EMProtocol
+
+from .. import Plugin
+from ..constants import MODEL_WEIGHTS
+from ..convert import writeCoordinateWindows, writeParticleWindows
+from ..objects import CryoPrunePrunerModel
+
+OUTPUT_MODEL = "outputModel"
+BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
+             "mobilenet_v3_large", "efficientnet_b0", "densenet121"]
+INIT_SCRATCH, INIT_IMAGENET, INIT_MODEL = 0, 1, 2
+JUNK_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+GOOD_STACK = "good.mrcs"
+VALIDATION_FILE = "validation.json"
+
+
+def backboneWeights(backbone):
+    """The ImageNet weights of a torchvision backbone in the plugin's model
+    folder, as `scipion3 installb cryoprune-models` (torch hub layout) or the
+    user put them there; None when absent."""
+    found = sorted(glob.glob(Plugin.getModelsDir("hub", "checkpoints", backbone + "-*.pth"))
+                   + glob.glob(Plugin.getModelsDir(backbone + "*.pth")))
+    return found[0] if found else None
+
+
+def itemWindows(inputSet, items, path, boxSize, factor):
+    """Write the windows of `items` of a SetOfParticles or SetOfCoordinates to
+    a stack; returns (window size, windows crossing the micrograph edge)."""
+    if isinstance(inputSet, SetOfCoordinates):
+        return writeCoordinateWindows(items, inputSet.getMicrographs(), path, boxSize, factor)
+    return writeParticleWindows(items, path, factor), 0
+
+
+def windowBox(inputSet, boxSize):
+    """Window size in input pixels: the particle size, or the box size given
+    for coordinates (the coordinates' own when not given)."""
+    if isinstance(inputSet, SetOfCoordinates):
+        return boxSize or inputSet.getBoxSize()
+    return inputSet.getDimensions()[0]
+
+
+class CryoPruneProtPickerOptimizerTraining(EMProtocol):
+    """Trains a PickerOptimizer classifier (Li et al. 2022) that tells true
+    particles from false picks: good examples (particles or coordinates)
+    against one or more sets of bad examples, each a junk class (ice,
+    carbon, aggregate, background...). A ResNet-style CNN with an auxiliary
+    loss branch is fine-tuned from local ImageNet weights, from a pruner
+    trained earlier, or trained from scratch. The model feeds the
+    PickerOptimizer pruning protocol."""
+    _label = "picker optimizer training"
+    _devStatus = BETA
+    _possibleOutputs = {OUTPUT_MODEL: CryoPrunePrunerModel}
+
+    # --------------------------- DEFINE param functions ----------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
+                       label="Use GPU", help="Train on the GPU below; No trains on the CPU.")
+        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
+                       label="GPU IDs", help="The GPU to train on, e.g. '0'.")
+        form.addParam("inputGood", params.PointerParam,
+                      pointerClass="SetOfParticles,SetOfCoordinates", important=True,
+                      label="Good examples",
+                      help="True particles: a SetOfParticles, or a SetOfCoordinates "
+                           "whose windows are cut from its micrographs.")
+        form.addParam("inputBad", params.MultiPointerParam,
+                      pointerClass="SetOfParticles,SetOfCoordinates", minNumObjects=1,
+                      important=True, label="Bad examples (one set per junk class)",
+                      help="False picks, one set per junk class (e.g. ice, carbon, "
+                           "aggregates, empty background); one set for plain junk.")
+        form.addParam("junkNames", params.StringParam, default="",
+                      label="Junk class names",
+                      help="Comma-separated names of the junk classes, in the order "
+                           "of the bad sets (e.g. 'ice,carbon'). Empty: each set's "
+                           "label, or junk1, junk2...")
+        form.addParam("boxSize", params.IntParam, allowsNull=True,
+                      label="Box size (px)",
+                      help="Window size cut around coordinates, in micrograph pixels. "
+                           "Empty: the coordinates' box size. Particle images keep "
+                           "their size. Give about 1.5 particle diameters.")
+        form.addParam("downFactor", params.FloatParam, default=1.0,
+                      validators=[params.GE(1.0)], label="Downsampling factor",
+                      help="Windows are downsampled by this factor (Fourier "
+                           "cropping) before training; use the same value when "
+                           "pruning. 2-3 makes training on the CPU much faster.")
+
+        form.addSection(label="Training")
+        form.addParam("initialWeights", params.EnumParam, default=INIT_IMAGENET,
+                      choices=["from scratch", "ImageNet (model folder)",
+                               "earlier pruner model"],
+                      label="Initial weights",
+                      help="ImageNet: the backbone's weights in the plugin's model "
+                           "folder (install with `scipion3 installb cryoprune-models`). "
+                           "Earlier pruner: continue from the output of a previous "
+                           "training. Nothing is downloaded.")
+        form.addParam("inputModel", params.PointerParam, pointerClass="CryoPrunePrunerModel",
+                      condition="initialWeights == %d" % INIT_MODEL, allowsNull=True,
+                      label="Pruner model to start from")
+        form.addParam("backbone", params.EnumParam, choices=BACKBONES, default=0,
+                      condition="initialWeights != %d" % INIT_MODEL,
+                      label="Backbone", help="torchvision network; ResNet-18 as in the paper.")
+        form.addParam("inputSize", params.IntParam, default=224,
+                      validators=[params.GE(32)], label="Network input (px)",
+                      help="Windows are resized to this size; 224 px as in the paper, "
+                           "64-112 px train much faster.")
+        form.addParam("fewShot", params.IntParam, default=0, validators=[params.GE(0)],
+                      label="Examples per class (few-shot)",
+                      help="Use at most this many examples of each class; 0 uses all.")
+        form.addParam("epochs", params.IntParam, default=20,
+                      validators=[params.Positive], label="Epochs")
+        form.addParam("learningRate", params.FloatParam, default=1e-3,
+                      validators=[params.Positive], label="Learning rate")
+        form.addParam("batchSize", params.IntParam, default=32,
+                      validators=[params.Positive], label="Batch size")
+        form.addParam("valFraction", params.FloatParam, default=0.2,
+                      validators=[params.Range(0.0, 0.9)], label="Validation fraction",
+                      help="Fraction of each class kept apart to choose the best epoch "
+                           "and report accuracy, precision, recall, F1.")
+        form.addParam("auxWeight", params.FloatParam, default=0.5,
+                      validators=[params.GE(0.0)], label="Auxiliary loss weight",
+                      help="Weight of the second branch's loss (multi-loss); 0 trains "
+                           "the main classifier alone.")
+        form.addParam("seed", params.IntParam, default=0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+        form.addParallelSection(threads=2, mpi=0)
+
+    # --------------------------- INSERT steps functions ----------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        self._insertFunctionStep(self.trainStep)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    # --------------------------- STEPS functions -----------------------------
+    def convertInputStep(self):
+        """The windows of each input set as one stack, the bad sets named by
+        their junk class."""
+        pwutils.makePath(self._getWindowsDir())
+        stacks = [(self.inputGood.get(), GOOD_STACK)]
+        stacks += [(pointer.get(), name + ".mrcs")
+                   for pointer, name in zip(self.inputBad, self._getJunkNames())]
+        for inputSet, name in stacks:
+            items = [item.clone() for item in inputSet.iterItems(orderBy="id")]
+            size, crossing = itemWindows(inputSet, items, self._getWindowsDir(name),
+                                         windowBox(inputSet, self.boxSize.get()),
+                                         self.downFactor.get())
+            self.info("%s: %d windows of %d px (%d crossing the micrograph edge)"
+                      % (name, len(items), size, crossing))
+
+    def trainStep(self):
+        modelDir = self._getModelDir()
+        pwutils.cleanPath(modelDir)  # a continued run trains again from the start
+        args = ["--good %s" % self._getWindowsDir(GOOD_STACK)]
+        args += ["--bad %s" % self._getWindowsDir(name + ".mrcs")
+                 for name in self._getJunkNames()]
+        args += ["--out %s" % modelDir, "--epochs %d" % self.epochs,
+                 "--backbone %s" % self._getBackbone(), "--input-size %d" % self.inputSize,
+                 "--few-shot %d" % self.fewShot, "--lr %s" % self.learningRate,
+                 "--batch %d" % self.batchSize, "--val-fraction %s" % self.valFraction,
+                 "--aux-weight %s" % self.auxWeight, "--seed %d" % self.seed,
+                 "--threads %d" % self.numberOfThreads, self._getDeviceArg()]
+        weights = self._getInitialWeightsFile()
+        if weights:
+            args.append("--initial-weights %s" % os.path.abspath(weights))
+        Plugin.runCryoprune(self, "train-pruner", " ".join(args))
+
+    def createOutputStep(self):
+        model = CryoPrunePrunerModel(filename=self._getModelDir(MODEL_WEIGHTS))
+        metadata = model.getMetadata()
+        model.setClassNames(metadata["classes"])
+        model.setBoxSize(metadata["box_size"])
+        with open(self._getExtraPath(VALIDATION_FILE), "w") as f:
+            json.dump(metadata.get("validation", {}), f, indent=1)
+        self._defineOutputs(**{OUTPUT_MODEL: model})
+        self._defineSourceRelation(self.inputGood, model)
+        for pointer in self.inputBad:
+            self._defineSourceRelation(pointer, model)
+
+    # --------------------------- INFO functions ------------------------------
+    def _validate(self):
+        badSets = [pointer.get() for pointer in self.inputBad]
+        if self.inputGood.get() is None or not badSets or None in badSets:
+            return []  # pyworkflow reports the missing inputs
+        errors = []
+        names = self._getJunkNames()
+        if len(names) != len(badSets):
+            errors.append("%d junk class names (%s) for %d bad sets: give one name per "
+                          "set, in the same order" % (len(names), ",".join(names),
+                                                      len(badSets)))
+        bad = [n for n in names if not JUNK_NAME_PATTERN.match(n) or n == "particle"]
+        if bad:
+            errors.append("Invalid junk class names %s: use letters, digits and "
+                          "underscores, starting with a letter, other than 'particle'"
+                          % ", ".join(bad))
+        if len(set(names)) != len(names):
+            errors.append("Junk class names must differ, found %s" % ",".join(names))
+        for label, inputSet in [("Good examples", self.inputGood.get())] + \
+                list(zip(names, badSets)):
+            if inputSet.getSize() == 0:
+                errors.append("%s (%s) is empty: give a set with examples"
+                              % (label, inputSet.getObjLabel() or inputSet.getClassName()))
+            elif not windowBox(inputSet, self.boxSize.get()):
+                errors.append("%s: the coordinates have no box size; give one in the form"
+                              % label)
+        sizes = {self._windowSize(s) for s in [self.inputGood.get()] + badSets}
+        if len(sizes) > 1:
+            errors.append("The inputs give windows of different sizes %s px: use "
+                          "particles of one box size, or coordinates with the box size "
+                          "of the form" % sorted(sizes))
+        errors.extend(self._validateInitialWeights())
+        return errors
+
+    def _validateInitialWeights(self):
+        if self.initialWeights == INIT_IMAGENET and not self._getInitialWeightsFile():
+            return ["No ImageNet weights of %s in %s. Install them with `scipion3 "
+                    "installb cryoprune-models`, or put torchvision's %s-*.pth file "
+                    "there, or choose 'from scratch'"
+                    % (self._getBackbone(), Plugin.getModelsDir(), self._getBackbone())]
+        if self.initialWeights == INIT_MODEL:
+            model = self.inputModel.get()
+            if model is None:
+                return ["Choose the pruner model to start from"]
+            if not os.path.isfile(model.getFileName()):
+                return ["The pruner model file %s is missing: run its training "
+                        "again" % model.getFileName()]
+        return []
+
+    def _summary(self):
+        if not self.hasAttribute(OUTPUT_MODEL):
+            return ["Training not finished yet."]
+        metadata = getattr(self, OUTPUT_MODEL).getMetadata()
+        summary = ["Classes: %s" % ", ".join(metadata["classes"]),
+                   "Training windows per class: %s, %d px, backbone %s, input %d px"
+                   % (metadata["n_train"], metadata["box_size"], metadata["backbone"],
+                      metadata["input_size"])]
+        validation = metadata.get("validation")
+        if validation:
+            summary.append("Validation (%d windows, particle vs junk): accuracy %.3f, "
+                           "precision %.3f, recall %.3f, F1 %.3f, ROC AUC %.3f"
+                           % (validation["n"], validation["accuracy"],
+                              validation["precision"], validation["recall"],
+                              validation["f1"], validation["roc_auc"]))
+            summary.append("Confusion matrix (rows true, columns predicted %s): %s"
+                           % (",".join(validation["classes"]), validation["confusion"]))
+        return summary
+
+    def _methods(self):
+        if not self.hasAttribute(OUTPUT_MODEL):
+            return []
+        return ["A PickerOptimizer classifier [Li2022PickerOptimizer] (%s backbone with "
+                "an auxiliary loss branch of weight %s, input %d px) was trained to "
+                "separate particles of %s from the junk classes %s, for %d epochs."
+                % (self._getBackbone(), self.auxWeight, self.inputSize,
+                   self.getObjectTag("inputGood"), ", ".join(self._getJunkNames()),
+                   self.epochs)]
+
+    def _citations(self):
+        return ["Li2022PickerOptimizer"]
+
+    # --------------------------- UTILS functions -----------------------------
+    def _getJunkNames(self):
+        names = [n.strip() for n in self.junkNames.get("").split(",") if n.strip()]
+        if names:
+            return names
+        labels = [pointer.get().getObjLabel() for pointer in self.inputBad]
+        if all(JUNK_NAME_PATTERN.match(label or "") for label in labels) \
+                and len(set(labels)) == len(labels) and "particle" not in labels:
+            return labels
+        return ["junk%d" % (i + 1) for i in range(len(labels))]
+
+    def _windowSize(self, inputSet):
+        from ..engine.windows import downsampled_box
+        return downsampled_box(windowBox(inputSet, self.boxSize.get()) or 2,
+                               self.downFactor.get())
+
+    def _getBackbone(self):
+        if self.initialWeights == INIT_MODEL and self.inputModel.get() is not None:
+            return self.inputModel.get().getMetadata()["backbone"]
+        return self.getEnumText("backbone")
+
+    def _getInitialWeightsFile(self):
+        if self.initialWeights == INIT_IMAGENET:
+            return backboneWeights(self._getBackbone())
+        if self.initialWeights == INIT_MODEL:
+            return self.inputModel.get().getFileName()
+        return None
+
+    def _getDeviceArg(self):
+        return "--device %(GPU)s" if self.usesGpu() else "--device cpu"
+
+    def _getWindowsDir(self, *paths):
+        return self._getExtraPath("windows", *paths)
+
+    def _getModelDir(self, *paths):
+        return self._getExtraPath("model", *paths)

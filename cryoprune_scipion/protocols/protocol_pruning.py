@@ -1,0 +1,246 @@
+"""Pruning of picked particles with a trained PickerOptimizer classifier;
+works chunk by chunk on large and on streamed input."""
+import os
+import time
+
+import pyworkflow.protocol.params as params
+import pyworkflow.utils as pwutils
+from pyworkflow import BETA
+from pyworkflow.object import Set
+from pwem.objects import SetOfCoordinates, SetOfParticles
+from pwem.protocols import EMProtocol
+
+from .. import Plugin
+from ..constants import CLASS_ATTR
+from ..convert import readPruningScores, setPruningAttributes
+from .protocol_pruner_training import itemWindows, windowBox
+
+DISCARDED = "_discarded"
+
+
+class CryoPruneProtPickerOptimizer(EMProtocol):
+    """Prunes false picks (ice, carbon, aggregates, background, off-centre
+    picks) from a SetOfCoordinates or a SetOfParticles with a classifier
+    trained by the PickerOptimizer training protocol. Every item gets the
+    probability of being a particle (`_cryopruneScore`) and its predicted
+    class (`_cryopruneClass`); items scoring at least the threshold go to
+    the kept set, the others to the `..._discarded` set. The input is
+    processed chunk by chunk, so any number of particles and streamed input
+    work."""
+    _label = "picker optimizer pruning"
+    _devStatus = BETA
+    _possibleOutputs = {"outputCoordinates": SetOfCoordinates,
+                        "outputCoordinates" + DISCARDED: SetOfCoordinates,
+                        "outputParticles": SetOfParticles,
+                        "outputParticles" + DISCARDED: SetOfParticles}
+
+    # --------------------------- DEFINE param functions ----------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
+                       label="Use GPU", help="Classify on the GPU below; No uses the CPU.")
+        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
+                       label="GPU IDs", help="The GPU to classify on, e.g. '0'.")
+        form.addParam("inputSet", params.PointerParam,
+                      pointerClass="SetOfCoordinates,SetOfParticles", important=True,
+                      label="Picks to prune",
+                      help="A SetOfCoordinates (windows are cut from its micrographs) "
+                           "or a SetOfParticles; streamed sets are followed until "
+                           "they close.")
+        form.addParam("inputModel", params.PointerParam, pointerClass="CryoPrunePrunerModel",
+                      important=True, label="Pruner model",
+                      help="Output of the PickerOptimizer training protocol.")
+        form.addParam("boxSize", params.IntParam, allowsNull=True,
+                      label="Box size (px)",
+                      help="Window size cut around coordinates, in micrograph pixels. "
+                           "Empty: the coordinates' box size. Use the box size and "
+                           "downsampling of the training.")
+        form.addParam("downFactor", params.FloatParam, default=1.0,
+                      validators=[params.GE(1.0)], label="Downsampling factor",
+                      help="As in the training: the windows must match the model's "
+                           "window size.")
+        form.addParam("threshold", params.FloatParam, default=0.5,
+                      validators=[params.Range(0.0, 1.0)], label="Particle threshold",
+                      help="Keep items whose probability of being a particle is at "
+                           "least this. Every item keeps its score, so a stricter cut "
+                           "can be made later with a subset.")
+        form.addParam("chunkSize", params.IntParam, default=20000,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
+                      label="Items per chunk",
+                      help="Items classified per job; bounds the memory used.")
+        form.addParam("streamingSleep", params.IntParam, default=30,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
+                      label="Wait for streamed input (s)",
+                      help="While the input stream is open, look for new items this "
+                           "often.")
+        form.addParallelSection(threads=2, mpi=0)
+
+    # --------------------------- INSERT steps functions ----------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.pruneStep)
+        self._insertFunctionStep(self.closeOutputStep, needsGPU=False)
+
+    # --------------------------- STEPS functions -----------------------------
+    def pruneStep(self):
+        """Classify the input chunk by chunk, following an open stream until
+        it closes. A continued run resumes after the last item already in
+        the outputs."""
+        lastId = self._lastProcessedId()
+        while True:
+            inputSet = self._loadInput()
+            closed = inputSet.isStreamClosed()
+            while True:
+                items = [item.clone() for item in inputSet.iterItems(
+                    orderBy="id", where="id > %d" % lastId, limit=self.chunkSize.get())]
+                if not items:
+                    break
+                self._pruneChunk(inputSet, items)
+                lastId = items[-1].getObjId()
+            if closed:
+                break
+            time.sleep(self.streamingSleep.get())
+
+    def _pruneChunk(self, inputSet, items):
+        chunkDir = self._getTmpPath("chunk")
+        pwutils.cleanPath(chunkDir)
+        pwutils.makePath(chunkDir)
+        stack = os.path.join(chunkDir, "windows.mrcs")
+        scores = os.path.join(chunkDir, "scores.csv")
+        _, crossing = itemWindows(inputSet, items, stack,
+                                  windowBox(inputSet, self.boxSize.get()),
+                                  self.downFactor.get())
+        if crossing:
+            self.info("%d windows cross the micrograph edge (padded with the mean)"
+                      % crossing)
+        args = ["--model %s" % os.path.abspath(self.inputModel.get().getFileName()),
+                "--particles %s" % stack, "--out %s" % scores,
+                "--threads %d" % self.numberOfThreads, self._getDeviceArg()]
+        Plugin.runCryoprune(self, "prune", " ".join(args))
+        kept, discarded = self._getOutputSets(inputSet)
+        threshold = self.threshold.get()
+        for item, (score, label) in zip(items, readPruningScores(scores)):
+            setPruningAttributes(item, score, label)
+            (kept if score >= threshold else discarded).append(item)
+        for outputSet in (kept, discarded):
+            outputSet.write()
+            self._store(outputSet)
+        self.info("%d items scored (%d kept in all, %d discarded)"
+                  % (len(items), kept.getSize(), discarded.getSize()))
+
+    def closeOutputStep(self):
+        kept, discarded = self._getOutputSets(self._loadInput())
+        for outputSet in (kept, discarded):
+            outputSet.setStreamState(Set.STREAM_CLOSED)
+            outputSet.write()
+            self._store(outputSet)
+
+    # --------------------------- INFO functions ------------------------------
+    def _validate(self):
+        inputSet, model = self.inputSet.get(), self.inputModel.get()
+        if inputSet is None or model is None:
+            return []  # pyworkflow reports the missing inputs
+        errors = []
+        if not os.path.isfile(model.getFileName()):
+            errors.append("The pruner model file %s is missing: run its training again"
+                          % model.getFileName())
+        if inputSet.getSize() == 0 and inputSet.isStreamClosed():
+            errors.append("%s is empty: nothing to prune" % self.getObjectTag("inputSet"))
+        box = windowBox(inputSet, self.boxSize.get())
+        if not box:
+            errors.append("The coordinates have no box size; give one in the form")
+        elif self._windowSize(box) != model.getBoxSize():
+            errors.append("The windows would be %d px (box %d px downsampled by %s) but "
+                          "the model was trained on %d px windows: use the box size and "
+                          "downsampling factor of its training"
+                          % (self._windowSize(box), box, self.downFactor.get(),
+                             model.getBoxSize()))
+        return errors
+
+    def _summary(self):
+        keptName, discardedName = self._getOutputNames()
+        if not self.hasAttribute(keptName):
+            return ["Pruning not started yet."]
+        kept = getattr(self, keptName).getSize()
+        discarded = getattr(self, discardedName).getSize()
+        summary = ["Kept %d of %d items (probability of being a particle >= %s); "
+                   "%d discarded." % (kept, kept + discarded, self.threshold.get(),
+                                      discarded)]
+        for outputName in (keptName, discardedName):
+            counts = getattr(self, outputName).aggregate(["COUNT"], CLASS_ATTR, [CLASS_ATTR])
+            summary.append("%s by predicted class: %s" % (outputName, ", ".join(
+                "%s %d" % (row[CLASS_ATTR], row["COUNT"]) for row in counts)))
+        return summary
+
+    def _methods(self):
+        keptName, _ = self._getOutputNames()
+        if not self.hasAttribute(keptName):
+            return []
+        return ["False picks of %s were pruned with a PickerOptimizer classifier "
+                "[Li2022PickerOptimizer] (%s) at a particle probability threshold of %s."
+                % (self.getObjectTag("inputSet"), self.getObjectTag("inputModel"),
+                   self.threshold.get())]
+
+    def _citations(self):
+        return ["Li2022PickerOptimizer"]
+
+    # --------------------------- UTILS functions -----------------------------
+    def _isCoordinates(self):
+        return isinstance(self.inputSet.get(), SetOfCoordinates)
+
+    def _getOutputNames(self):
+        name = "outputCoordinates" if self._isCoordinates() else "outputParticles"
+        return name, name + DISCARDED
+
+    def _getOutputSets(self, inputSet):
+        """The kept and discarded sets, created open on the first chunk."""
+        names = self._getOutputNames()
+        if self.hasAttribute(names[0]):
+            outputSets = [getattr(self, name) for name in names]
+            for outputSet in outputSets:
+                outputSet.enableAppend()
+            return outputSets
+        outputSets = []
+        for suffix in ("", DISCARDED):
+            if self._isCoordinates():
+                outputSet = self._createSetOfCoordinates(self.inputSet.get().getMicrographs(),
+                                                         suffix)
+                outputSet.setBoxSize(inputSet.getBoxSize())
+            else:
+                outputSet = self._createSetOfParticles(suffix)
+                outputSet.copyInfo(inputSet)
+            outputSet.setStreamState(Set.STREAM_OPEN)
+            outputSets.append(outputSet)
+        self._defineOutputs(**dict(zip(names, outputSets)))
+        for outputSet in outputSets:
+            self._defineSourceRelation(self.inputSet, outputSet)
+        return outputSets
+
+    def _lastProcessedId(self):
+        ids = [0]
+        for name in self._getOutputNames():
+            if self.hasAttribute(name):
+                ids += [item.getObjId() for item in getattr(self, name).iterItems(
+                    orderBy="id", direction="DESC", limit=1)]
+        return max(ids)
+
+    def _loadInput(self):
+        """The input set read afresh from its file, to see streamed items."""
+        inputSet = self.inputSet.get()
+        fresh = inputSet.getClass()(filename=inputSet.getFileName())
+        fresh.loadAllProperties()
+        if isinstance(fresh, SetOfCoordinates):
+            fresh.setMicrographs(self._loadMicrographs(inputSet.getMicrographs()))
+        return fresh
+
+    @staticmethod
+    def _loadMicrographs(micrographs):
+        fresh = micrographs.getClass()(filename=micrographs.getFileName())
+        fresh.loadAllProperties()
+        return fresh
+
+    def _windowSize(self, box):
+        from ..engine.windows import downsampled_box
+        return downsampled_box(box, self.downFactor.get())
+
+    def _getDeviceArg(self):
+        return "--device %(GPU)s" if self.usesGpu() else "--device cpu"

@@ -1,0 +1,176 @@
+"""Headless Scipion tests of the PickerOptimizer training and pruning
+protocols on simulated micrographs whose particles and ice are known."""
+import os
+
+import numpy as np
+import pyworkflow.object as pwobj
+from pyworkflow.tests import BaseTest, setupTestProject
+from pwem.objects import Coordinate, SetOfCoordinates
+from pwem.protocols import ProtImportCoordinates, ProtImportMicrographs, ProtImportParticles
+
+from cryoprune_scipion.constants import CLASS_ATTR, SCORE_ATTR
+from cryoprune_scipion.engine.io import write_micrograph, write_stack
+from cryoprune_scipion.engine.simulate import simulate_micrograph
+from cryoprune_scipion.engine.windows import extract_windows
+from cryoprune_scipion.protocols import (CryoPruneProtPickerOptimizer,
+                                         CryoPruneProtPickerOptimizerTraining)
+
+SHAPE = (384, 512)
+PIXEL_SIZE = 4.0           # the barrel is about 37 px across
+BOX_SIZE = 48
+DOWN_FACTOR = 1.5          # 32 px windows
+TRAIN, TEST = ["sim_0", "sim_1", "sim_2"], ["sim_3", "sim_4"]
+
+
+def background(micrograph, n, rng):
+    """Centres at least a box away from every particle and ice blob."""
+    taken = np.array([(p["x"], p["y"]) for p in micrograph.particles + micrograph.junk])
+    out = []
+    while len(out) < n:
+        xy = rng.uniform(BOX_SIZE / 2, np.array(SHAPE[::-1]) - BOX_SIZE / 2)
+        if np.min(np.hypot(*(taken - xy).T)) > BOX_SIZE:
+            out.append(xy)
+    return out
+
+
+class TestPickerOptimizer(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        folder = cls.getOutputPath("simulated")
+        os.makedirs(folder)
+        rng = np.random.default_rng(0)
+        cls.centres = {}  # micrograph -> kind -> [(x, y)]
+        for i, name in enumerate(TRAIN + TEST):
+            micrograph = simulate_micrograph(SHAPE, n_particles=14, pixel_size=PIXEL_SIZE,
+                                             snr=1.0, junk=("ice",) * 5, seed=10 + i)
+            write_micrograph(os.path.join(folder, name + ".mrc"), micrograph.image,
+                             PIXEL_SIZE)
+            cls.centres[name] = {
+                "particle": [(p["x"], p["y"]) for p in micrograph.particles],
+                "ice": [(j["x"], j["y"]) for j in micrograph.junk],
+                "background": background(micrograph, 8, rng)}
+        prot = cls.newProtocol(ProtImportMicrographs, filesPath=folder,
+                               filesPattern="sim_*.mrc", samplingRate=PIXEL_SIZE,
+                               voltage=300, sphericalAberration=2.7, amplitudeContrast=0.1)
+        cls.mics = cls.launchProtocol(prot).outputMicrographs
+
+    @classmethod
+    def importCoordinates(cls, names, kinds, label):
+        path = cls.getOutputPath("%s.sqlite" % label)
+        coordSet = SetOfCoordinates(filename=path)
+        coordSet.setBoxSize(BOX_SIZE)
+        truth = []
+        for mic in cls.mics:
+            stem = os.path.splitext(mic.getMicName())[0]
+            for kind in kinds if stem in names else []:
+                for x, y in cls.centres[stem][kind]:
+                    coord = Coordinate()
+                    coord.setMicrograph(mic)
+                    coord.setPosition(round(x), round(y))
+                    coordSet.append(coord)
+                    truth.append(kind == "particle")
+        coordSet.write()
+        coordSet.close()
+        prot = cls.newProtocol(ProtImportCoordinates,
+                               importFrom=ProtImportCoordinates.IMPORT_FROM_SCIPION,
+                               filesPath=path, inputMicrographs=cls.mics,
+                               boxSize=BOX_SIZE, objLabel=label)
+        cls.launchProtocol(prot)
+        return prot, truth
+
+    def train(self):
+        good, _ = self.importCoordinates(TRAIN, ["particle"], "good")
+        ice, _ = self.importCoordinates(TRAIN, ["ice"], "ice")
+        empty, _ = self.importCoordinates(TRAIN, ["background"], "background")
+        prot = self.newProtocol(CryoPruneProtPickerOptimizerTraining,
+                                inputGood=good.outputCoordinates,
+                                junkNames="ice,background", downFactor=DOWN_FACTOR,
+                                initialWeights=0, inputSize=32, epochs=8, batchSize=16,
+                                valFraction=0.2, useGpu=False, numberOfThreads=2)
+        for importProt in (ice, empty):
+            prot.inputBad.append(pwobj.Pointer(importProt, extended="outputCoordinates"))
+        return self.launchProtocol(prot)
+
+    def test_train_and_prune_coordinates_and_particles(self):
+        training = self.train()
+        model = training.outputModel
+        self.assertEqual(model.getClassNames(), ["particle", "ice", "background"])
+        self.assertEqual(model.getBoxSize(), 32)
+        self.assertTrue(os.path.isfile(training._getExtraPath("validation.json")))
+        self.assertTrue(any("F1" in line for line in training.summary()))
+
+        picks, truth = self.importCoordinates(TEST, ["particle", "ice", "background"],
+                                              "picks")
+        inputSet = picks.outputCoordinates
+        isParticle = dict(zip([c.getObjId() for c in inputSet.iterItems(orderBy="id")],
+                              truth))
+        prune = self.newProtocol(CryoPruneProtPickerOptimizer, inputSet=inputSet,
+                                 inputModel=model, downFactor=DOWN_FACTOR, threshold=0.5,
+                                 chunkSize=30, useGpu=False, numberOfThreads=2)
+        self.launchProtocol(prune)
+        kept, discarded = prune.outputCoordinates, prune.outputCoordinates_discarded
+        keptIds = [c.getObjId() for c in kept]
+        discardedIds = [c.getObjId() for c in discarded]
+        # The two outputs partition the input.
+        self.assertFalse(set(keptIds) & set(discardedIds))
+        self.assertEqual(sorted(keptIds + discardedIds), sorted(isParticle))
+        self.assertEqual(kept.getBoxSize(), BOX_SIZE)
+        for outputSet, isKept in ((kept, True), (discarded, False)):
+            for coord in outputSet:
+                score = getattr(coord, SCORE_ATTR).get()
+                self.assertEqual(score >= 0.5, isKept)
+                self.assertIn(getattr(coord, CLASS_ATTR).get(),
+                              ["particle", "ice", "background"])
+        summary = " ".join(prune.summary())
+        self.assertIn("Kept %d of %d items" % (len(keptIds), len(isParticle)), summary)
+        self.assertIn("by predicted class: particle", summary)
+        inputPurity = np.mean(truth)
+        keptPurity = np.mean([isParticle[i] for i in keptIds])
+        recall = sum(isParticle[i] for i in keptIds) / sum(truth)
+        print("pruning: input purity %.3f, kept purity %.3f, recall %.3f"
+              % (inputPurity, keptPurity, recall))
+        self.assertLess(inputPurity, 0.6)
+        self.assertGreaterEqual(keptPurity, 0.85)
+        self.assertGreaterEqual(recall, 0.7)
+
+        # The same picks as a SetOfParticles: scores agree with the coordinates'.
+        particles = self.importParticles(inputSet)
+        prunePart = self.newProtocol(CryoPruneProtPickerOptimizer, inputSet=particles,
+                                     inputModel=model, downFactor=DOWN_FACTOR,
+                                     useGpu=False)
+        self.launchProtocol(prunePart)
+        scores = {p.getObjId(): getattr(p, SCORE_ATTR).get()
+                  for outputSet in (prunePart.outputParticles,
+                                    prunePart.outputParticles_discarded)
+                  for p in outputSet}
+        self.assertEqual(len(scores), inputSet.getSize())
+        coordScores = [getattr(c, SCORE_ATTR).get() for out in (kept, discarded)
+                       for c in out.iterItems(orderBy="id")]
+        np.testing.assert_allclose(sorted(scores.values()), sorted(coordScores), atol=1e-4)
+
+    def importParticles(self, coordSet):
+        """Windows of the picks, in id order, imported as particles."""
+        from cryoprune_scipion.engine.io import read_micrograph
+        windows = []
+        for coord in coordSet.iterItems(orderBy="id"):
+            mic = self.mics[coord.getMicId()]
+            windows.append(extract_windows(read_micrograph(mic.getFileName()),
+                                           [(coord.getX(), coord.getY())], BOX_SIZE)[0][0])
+        path = self.getOutputPath("picks.mrcs")
+        write_stack(path, np.stack(windows), PIXEL_SIZE)
+        prot = self.newProtocol(ProtImportParticles,
+                                importFrom=ProtImportParticles.IMPORT_FROM_FILES,
+                                filesPath=os.path.dirname(path), filesPattern="picks.mrcs",
+                                samplingRate=PIXEL_SIZE, voltage=300,
+                                sphericalAberration=2.7, amplitudeContrast=0.1)
+        return self.launchProtocol(prot).outputParticles
+
+    def test_validation_names_the_problem(self):
+        picks, _ = self.importCoordinates(TEST[:1], ["particle"], "few")
+        training = self.newProtocol(CryoPruneProtPickerOptimizerTraining,
+                                    inputGood=picks.outputCoordinates,
+                                    initialWeights=1, backbone=0)
+        training.inputBad.append(pwobj.Pointer(picks, extended="outputCoordinates"))
+        errors = " ".join(training.validate())
+        self.assertIn("scipion3 installb cryoprune-models", errors)
