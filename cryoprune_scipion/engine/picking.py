@@ -215,9 +215,11 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     run_dir = os.path.join(out_dir, "training")
     shutil.rmtree(run_dir, ignore_errors=True)
     # amp=False: ultralytics' AMP self-check downloads a model; plots need a font
-    # download. AdamW at a higher rate with a short warm-up learns from a few
-    # micrographs in tens of epochs (measured on simulated micrographs).
-    network.train(data=data_yaml, epochs=epochs, patience=patience, batch=batch,
+    # download. nbs=batch: update the weights after every batch, not after
+    # accumulating 64 images; with a few micrographs, AdamW at a higher rate
+    # and a short warm-up then learns in tens of epochs (measured on simulated
+    # micrographs).
+    network.train(data=data_yaml, epochs=epochs, patience=patience, batch=batch, nbs=batch,
                   imgsz=tile, device=ultralytics_device(gpu_ids), workers=threads,
                   project=out_dir, name="training", exist_ok=True, plots=False,
                   amp=False, seed=seed, deterministic=False, verbose=False,
