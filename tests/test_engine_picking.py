@@ -107,6 +107,7 @@ def test_training_writes_the_model_and_its_metadata(trained_picker):
     assert os.path.getsize(root / "model" / "model.pt") > 1e6
     assert metadata["classes"] == ["side", "top"]
     assert metadata["box_size"] == 64 and metadata["micrographs_trained"] == 5
+    assert metadata["weights"] == "best"  # one of the five micrographs held out
     assert metadata["preprocessing"]["working_size"] == 512
     assert metadata["preprocessing"]["wavelet"] == "db15"
     assert set(metadata["final_metrics"]) >= {"precision", "recall", "mAP50", "mAP50-95"}

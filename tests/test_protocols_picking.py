@@ -37,9 +37,9 @@ HELD_OUT = ["sim_3", "sim_4"]
 BOX_SIZE = 48
 DIAMETER = 2 * barrel().radius / PIXEL_SIZE
 VIEWS = ["top", "side"]
-EPOCHS = 15
+EPOCHS = 25                 # YOLO from scratch starts finding particles after ~10
 TILE_SIZE = 160             # small tiles: many training steps per epoch
-MIN_F1 = 0.8                # measured 0.98 here (0.90 to 0.98 in CLI runs alike)
+MIN_F1 = 0.8
 
 
 class TestYoloPicking(BaseTest):
@@ -162,10 +162,8 @@ class TestYoloPicking(BaseTest):
             viewHits, matchedPicks = viewHits + hits, matchedPicks + picked
         print("YOLO picking on %d held-out micrographs: %s; view class right for %d of "
               "%d matched picks" % (len(HELD_OUT), total.as_dict(), viewHits, matchedPicks))
-        # The view class is reported, not asserted: after 15 epochs it is right
-        # for 50 to 90 % of the picks depending on the order of the training
-        # tiles; telling the views apart reliably takes longer training.
         self.assertGreaterEqual(total.f1, MIN_F1)
+        self.assertGreaterEqual(viewHits, 0.8 * matchedPicks)
         summary = "\n".join(picking.summary())
         self.assertTrue(all("View class %s" % view in summary
                             for view in {c.getAttributeValue(CLASS_ATTR) for c in allCoords}))

@@ -121,7 +121,8 @@ def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
     size, so every tile is exactly `tile` px square), which gives a few
     micrographs many training steps per epoch; picking then runs on whole
     working images at the same scale. Returns data.yaml, the tile size and
-    the number of micrographs in each split.
+    the number of micrographs in each split (0 validation micrographs when
+    too few to hold some out: then the training micrographs validate).
     """
     paths = sorted(labelled)
     random.Random(seed).shuffle(paths)
@@ -130,8 +131,10 @@ def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
         logger.info("%d labelled micrograph(s): too few to hold some out, validating "
                     "on the training micrographs", len(paths))
         splits = {"train": paths, "val": paths}
+        held_out = 0
     else:
         splits = {"train": paths[n_val:], "val": paths[:n_val]}
+        held_out = n_val
     processed = dict(zip(paths, preprocess_micrograph_files(paths, settings, threads)))
     for path, (_, grid) in processed.items():
         _check_box(path, box_size, grid)
@@ -157,7 +160,7 @@ def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
     with open(data_yaml, "w") as f:
         json.dump({"path": os.path.abspath(out_dir), "train": "images/train",
                    "val": "images/val", "names": class_names}, f)
-    return data_yaml, tile, {k: len(v) for k, v in splits.items()}
+    return data_yaml, tile, {"train": len(splits["train"]), "val": held_out}
 
 
 def _check_box(path, box_size, grid):
@@ -226,33 +229,36 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
                   optimizer="AdamW", lr0=learning_rate, warmup_epochs=1,
                   close_mosaic=max(1, epochs // 4), pretrained=bool(initial_weights),
                   **augmentation(augment))
-    best = os.path.join(run_dir, "weights", "best.pt")
-    if not os.path.isfile(best):
-        raise RuntimeError("training ended without weights in %s" % best)
+    # The best epoch means something only on held-out micrographs; measured on
+    # the training micrographs it favours early epochs, so keep the last.
+    kept = "best" if split_sizes["val"] else "last"
+    weights = os.path.join(run_dir, "weights", kept + ".pt")
+    if not os.path.isfile(weights):
+        raise RuntimeError("training ended without weights in %s" % weights)
     metrics_csv = os.path.join(out_dir, "metrics.csv")
     shutil.copyfile(os.path.join(run_dir, "results.csv"), metrics_csv)
     metadata = {"classes": class_names, "box_size": box_size,
                 "preprocessing": settings.to_dict(), "tile": tile, "model": model,
-                "final_metrics": final_metrics(metrics_csv),
+                "weights": kept, "final_metrics": final_metrics(metrics_csv, kept),
                 "micrographs_trained": len(labelled),
                 "micrographs_skipped": len(skipped)}
-    _copy_atomic(best, os.path.join(out_dir, MODEL_WEIGHTS))
+    _copy_atomic(weights, os.path.join(out_dir, MODEL_WEIGHTS))
     _write_json_atomic(os.path.join(out_dir, MODEL_METADATA), metadata)
     return metadata
 
 
-def final_metrics(metrics_csv):
-    """Precision, recall and mAP of the best epoch (highest mAP50-95, the
-    fitness ultralytics keeps the best weights by)."""
+def final_metrics(metrics_csv, epoch="best"):
+    """Precision, recall and mAP of the best epoch (by the fitness ultralytics
+    keeps the best weights by) or of the last."""
     import csv
     with open(metrics_csv, newline="") as f:
         rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
     names = {"precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
              "mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)"}
-    best = max(rows, key=lambda r: 0.1 * float(r[names["mAP50"]])
-               + 0.9 * float(r[names["mAP50-95"]]))
-    return {key: float(best[column]) for key, column in names.items()} | {
-        "epoch": int(float(best["epoch"]))}
+    row = rows[-1] if epoch == "last" else max(
+        rows, key=lambda r: 0.1 * float(r[names["mAP50"]]) + 0.9 * float(r[names["mAP50-95"]]))
+    return {key: float(row[column]) for key, column in names.items()} | {
+        "epoch": int(float(row["epoch"]))}
 
 
 def _copy_atomic(source, target):
