@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from ..constants import MODEL_WEIGHTS
 from ..engine.device import add_device_argument, parse_device
 from ..engine.io import micrograph_stem, write_micrograph, write_table
 
@@ -63,7 +64,7 @@ def run_demo(args):
                  patience=args.epochs, gpu_ids=gpu_ids, threads=args.threads)
     picks_dir = os.path.join(args.out, "picks")
     os.makedirs(picks_dir, exist_ok=True)
-    for path, picks in pick(os.path.join(model_dir, "model.pt"), held_out, threshold=0.1,
+    for path, picks in pick(os.path.join(model_dir, MODEL_WEIGHTS), held_out, threshold=0.1,
                             gpu_ids=gpu_ids, threads=args.threads):
         stem = micrograph_stem(path)
         write_table(os.path.join(picks_dir, stem + ".csv"), PICK_FIELDS, picks)

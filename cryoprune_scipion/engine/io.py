@@ -4,6 +4,7 @@ Coordinates follow the image as read: x is the column, y the row, origin at
 the top-left pixel, values in pixels of the file's own grid.
 """
 import csv
+import json
 import os
 
 import numpy as np
@@ -127,6 +128,13 @@ def write_table(path, fieldnames, rows):
         writer.writeheader()
         writer.writerows(rows)
     os.replace(partial, path)
+
+
+def write_json(path, data):
+    """Write JSON completely or not at all."""
+    with open(path + ".partial", "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(path + ".partial", path)
 
 
 def micrograph_stem(path):

@@ -81,3 +81,48 @@ def average_precision(matched, scores, n_labels):
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
     recall_steps = np.diff(np.concatenate([[0.0], recall]))
     return float(np.sum(envelope * recall_steps))
+
+
+# ------------------------------------------------ clustering against known classes
+
+def contingency(true_labels, predicted):
+    """Counts (n_true, n_predicted) of each pair of labels (any integers)."""
+    _, t = np.unique(np.asarray(true_labels), return_inverse=True)
+    _, p = np.unique(np.asarray(predicted), return_inverse=True)
+    table = np.zeros((t.max() + 1, p.max() + 1), dtype=np.int64)
+    np.add.at(table, (t, p), 1)
+    return table
+
+
+def clustering_accuracy(true_labels, predicted):
+    """Fraction of items in their class after the best one-to-one matching of
+    predicted to true classes (Hungarian algorithm); unmatched classes count
+    as wrong."""
+    from scipy.optimize import linear_sum_assignment
+    table = contingency(true_labels, predicted)
+    rows, cols = linear_sum_assignment(-table)
+    return float(table[rows, cols].sum() / table.sum())
+
+
+def normalized_mutual_information(true_labels, predicted):
+    """Mutual information over the arithmetic mean of the two entropies."""
+    table = contingency(true_labels, predicted).astype(float)
+    joint = table / table.sum()
+    pt, pp = joint.sum(axis=1), joint.sum(axis=0)
+    nonzero = joint > 0
+    mutual = np.sum(joint[nonzero] * np.log(joint[nonzero] / np.outer(pt, pp)[nonzero]))
+    entropies = -np.sum(pt * np.log(pt)) - np.sum(pp * np.log(pp))
+    return float(2 * mutual / entropies) if entropies > 0 else 1.0
+
+
+def adjusted_rand_index(true_labels, predicted):
+    """Rand index corrected for chance (Hubert and Arabie)."""
+    table = contingency(true_labels, predicted).astype(float)
+
+    def pairs(x):
+        return np.sum(x * (x - 1) / 2)
+    index = pairs(table)
+    rows, cols = pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
+    expected = rows * cols / pairs(np.array([table.sum()]))
+    maximum = (rows + cols) / 2
+    return float((index - expected) / (maximum - expected)) if maximum != expected else 1.0

@@ -2,8 +2,8 @@
 per labelled particle, training with ultralytics, and detection mapped back
 to micrograph pixels.
 
-A trained model is a folder: `model.pt` (the best weights) and `model.json`
-(view classes, box size, preprocessing settings, image size, final metrics).
+A trained model is a folder: `model.pt` (the weights) and `model.json` (view
+classes, box size, preprocessing settings, tile size, final metrics).
 """
 import json
 import logging
@@ -14,13 +14,12 @@ import time
 
 import numpy as np
 
-from .io import InputError, micrograph_stem, read_coordinates
+from ..constants import MODEL_METADATA, MODEL_WEIGHTS
+from .io import InputError, micrograph_stem, read_coordinates, write_json
 from .preprocess import PreprocessSettings, preprocess_micrograph_files, save_png
 
 logger = logging.getLogger(__name__)
 
-MODEL_WEIGHTS = "model.pt"
-MODEL_METADATA = "model.json"
 DEFAULT_CLASS = "particle"
 PICK_FIELDS = ["x", "y", "score", "class"]
 
@@ -156,10 +155,9 @@ def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
                 save_png(os.path.join(out_dir, "images", split, name + ".png"), piece)
                 np.savetxt(os.path.join(out_dir, "labels", split, name + ".txt"), labels,
                            fmt=["%d", "%.6f", "%.6f", "%.6f", "%.6f"])
-    data_yaml = os.path.join(out_dir, "data.yaml")
-    with open(data_yaml, "w") as f:
-        json.dump({"path": os.path.abspath(out_dir), "train": "images/train",
-                   "val": "images/val", "names": class_names}, f)
+    data_yaml = os.path.join(out_dir, "data.yaml")  # YAML reads JSON
+    write_json(data_yaml, {"path": os.path.abspath(out_dir), "train": "images/train",
+                           "val": "images/val", "names": class_names})
     return data_yaml, tile, {"train": len(splits["train"]), "val": held_out}
 
 
@@ -243,7 +241,7 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
                 "micrographs_trained": len(labelled),
                 "micrographs_skipped": len(skipped)}
     _copy_atomic(weights, os.path.join(out_dir, MODEL_WEIGHTS))
-    _write_json_atomic(os.path.join(out_dir, MODEL_METADATA), metadata)
+    write_json(os.path.join(out_dir, MODEL_METADATA), metadata)
     return metadata
 
 
@@ -264,12 +262,6 @@ def final_metrics(metrics_csv, epoch="best"):
 def _copy_atomic(source, target):
     shutil.copyfile(source, target + ".partial")
     os.replace(target + ".partial", target)
-
-
-def _write_json_atomic(path, data):
-    with open(path + ".partial", "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(path + ".partial", path)
 
 
 def load_metadata(model_path):

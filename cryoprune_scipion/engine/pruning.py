@@ -19,7 +19,8 @@ import os
 
 import numpy as np
 
-from .io import InputError
+from ..constants import MODEL_METADATA, MODEL_WEIGHTS
+from .io import InputError, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -447,20 +448,17 @@ def roc_auc(truth, scores):
 
 # ---------------------------------------------------------------- storage
 
-def save(network, metadata, out_dir, weights_name="model.pt", metadata_name="model.json"):
+def save(network, metadata, out_dir):
     """Write the weights (with their metadata inside) and `model.json`, each
     completely or not at all."""
     import torch
     os.makedirs(out_dir, exist_ok=True)
-    weights = os.path.join(out_dir, weights_name)
+    weights = os.path.join(out_dir, MODEL_WEIGHTS)
     checkpoint = {"format": CHECKPOINT_FORMAT, "metadata": json.dumps(metadata),
                   "state_dict": {k: v.cpu() for k, v in network.state_dict().items()}}
     torch.save(checkpoint, weights + ".partial")
     os.replace(weights + ".partial", weights)
-    path = os.path.join(out_dir, metadata_name)
-    with open(path + ".partial", "w") as f:
-        json.dump(metadata, f, indent=1)
-    os.replace(path + ".partial", path)
+    write_json(os.path.join(out_dir, MODEL_METADATA), metadata)
     return weights
 
 

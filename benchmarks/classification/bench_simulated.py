@@ -1,0 +1,148 @@
+"""2D classification benchmark on simulated particles of known view.
+
+Sets: the asymmetric tetramer seen from 10 directions (random in-plane
+rotations, shifts up to 3 px, CTF with defocus 1.0-2.5 um) at SNR 1, 0.1,
+0.05, 0.02, and a mixture of two molecules (tetramer and barrel, 5 views
+each) at SNR 0.05. Rows: this method (contrastive encoder + k-means++ +
+Fourier alignment); PCA + k-means on raw pixels; k-means on rotation- and
+translation-invariant polar Fourier magnitudes; ASPIRE (RIR bispectrum
+classification and class averaging, in its own venv). Every method gets
+the particles phase-flipped with their known CTF.
+
+    nice -n 10 python benchmarks/classification/bench_simulated.py \
+        --n 2000 --epochs 15 --out benchmarks/classification/results/simulated.json
+    ... --timing 10000   # wall time of each method on 10,000 particles
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+K = 10
+SETS = {"snr1": (1.0, False), "snr0.1": (0.1, False), "snr0.05": (0.05, False),
+        "snr0.02": (0.02, False), "mixture_snr0.05": (0.05, True)}
+ASPIRE_PYTHON = "/work/bench-venvs/aspire/bin/python"
+
+
+def run_contrastive(images, defoci, folder, epochs, seed):
+    from cryoprune_scipion.engine import classify2d, contrastive
+    from cryoprune_scipion.engine.io import write_stack
+    path = os.path.join(folder, "particles.mrcs")
+    write_stack(path, images, common.PIXEL_SIZE)
+    settings = classify2d.ClassificationSettings(
+        K, working_size=64, training=contrastive.TrainingSettings(epochs=epochs, seed=seed))
+    start = time.time()
+    result = classify2d.classify([path], settings, folder, ctf=common.ctf_of(defoci))
+    seconds = time.time() - start
+    averages = {k: result.averages[k - 1] for k in range(1, K + 1)}
+    return result.labels, averages, seconds, {"final_loss": result.losses[-1]}
+
+
+def run_baseline(method, flipped, seed):
+    start = time.time()
+    labels = method(flipped, K, seed)
+    seconds = time.time() - start
+    return labels, common.class_averages(flipped, labels), seconds, {}
+
+
+def run_aspire(flipped, labels_true, clean, folder, seed):
+    """ASPIRE's own neighbourhoods and class averages; its bispectrum
+    features clustered by k-means for the partition metrics."""
+    images_path = os.path.join(folder, "flipped.npy")
+    out_path = os.path.join(folder, "aspire.npz")
+    np.save(images_path, flipped)
+    subprocess.run([ASPIRE_PYTHON, os.path.join(os.path.dirname(__file__), "aspire_runner.py"),
+                    images_path, str(K), out_path, str(common.PIXEL_SIZE)], check=True,
+                   stdout=subprocess.DEVNULL, cwd=folder)  # ASPIRE logs to ./logs
+    result = np.load(out_path)
+    features = common.pca(result["features"], 20)
+    labels = common.kmeans_plus_plus(features, K, seed)
+    neighbours = result["neighbours"]
+    purity = float(np.mean(labels_true[neighbours] == labels_true[neighbours[:, :1]]))
+    # Each ASPIRE average is judged against the majority view of its neighbourhood.
+    correlations = []
+    import torch
+    from cryoprune_scipion.engine import alignment
+    mask = alignment.circular_mask(clean.shape[-1])
+    for average, reference in zip(result["averages"], result["references"]):
+        view = np.bincount(labels_true[neighbours[reference]]).argmax()
+        target = torch.as_tensor(clean[view], dtype=torch.float32)
+        image = torch.as_tensor(average, dtype=torch.float32)[None]
+        angles, shifts, _ = alignment.align(image, target, iterations=4)
+        correlations.append(float(alignment.pearson(alignment.untransform(image, angles, shifts),
+                                                    target, mask)[0]))
+    return labels, correlations, float(result["seconds"]), {
+        "neighbour_purity": purity, "partition": "k-means on ASPIRE bispectrum features"}
+
+
+def evaluate(name, methods, n, epochs, seed):
+    snr, mixture = SETS[name]
+    images, labels_true, defoci, clean = common.simulate_set(snr, n, seed, mixture, K)
+    flipped = common.phase_flipped(images, defoci)
+    rows = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for method in methods:
+            if method == "contrastive":
+                labels, averages, seconds, extra = run_contrastive(images, defoci, folder,
+                                                                   epochs, seed)
+            elif method == "aspire":
+                try:
+                    labels, correlations, seconds, extra = run_aspire(
+                        flipped, labels_true, clean, folder, seed)
+                except (OSError, subprocess.CalledProcessError) as error:
+                    rows[method] = {"error": str(error)}
+                    continue
+            else:
+                baseline = {"pca_kmeans": common.pca_kmeans,
+                            "polar_fourier_kmeans": common.polar_kmeans}[method]
+                labels, averages, seconds, extra = run_baseline(baseline, flipped, seed)
+            if method != "aspire":
+                correlations = common.average_correlations(averages, labels_true, labels, clean)
+            rows[method] = dict(common.scores(labels_true, labels), seconds=seconds,
+                                average_correlation=float(np.mean(correlations)), **extra)
+            print(name, method, json.dumps(rows[method]), flush=True)
+    return {"snr": snr, "mixture": mixture, "n": n, "rows": rows}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--methods", nargs="+",
+                        default=["contrastive", "pca_kmeans", "polar_fourier_kmeans", "aspire"])
+    parser.add_argument("--timing", type=int, metavar="N",
+                        help="instead: time each method once on N particles at SNR 0.05")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    import torch
+    torch.set_num_threads(1)
+    results = {}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            results = json.load(f)
+    runs = [("timing_%d" % args.timing, "snr0.05", args.timing)] if args.timing else \
+        [(name, name, args.n) for name in args.sets]
+    for key, name, n in runs:
+        entry = evaluate(name, args.methods, n, args.epochs, args.seed)
+        entry["epochs"] = args.epochs
+        results.setdefault(key, {"rows": {}})
+        results[key].update({k: v for k, v in entry.items() if k != "rows"})
+        results[key]["rows"].update(entry["rows"])
+        results["environment"] = {"cpu_threads": 1, "note": "2 CPU cores shared with other "
+                                  "jobs, no GPU; torch.set_num_threads(1)"}
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""`cryoprune classify2d`: contrastive 2D classification of a particle stack.
+
+Contract: `cryoprune classify2d --particles STACK.mrcs --classes K --out DIR
+[--epochs N] [--device ...]` writes DIR/classes.csv (index,class: 0-based
+index in the stack, class 1..K) and DIR/averages.mrcs (class k at position
+k); also DIR/alignment.csv and the encoder (DIR/encoder.pt, DIR/model.json).
+"""
+import logging
+import os
+
+from ..engine.device import add_device_argument, parse_device
+from ..engine.io import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def add_commands(commands):
+    parser = commands.add_parser(
+        "classify2d", help="contrastive 2D classification with aligned class averages")
+    parser.add_argument("--particles", required=True, nargs="+", metavar="STACK.mrcs",
+                        help="particle stack(s) of one box size, taken in order")
+    parser.add_argument("--classes", required=True, type=int, metavar="K")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="contrastive training epochs (0 with --initial-encoder: "
+                             "use that encoder as it is)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.2,
+                        help="NT-Xent temperature")
+    parser.add_argument("--feature-size", type=int, default=128)
+    parser.add_argument("--working-size", type=int, default=64,
+                        help="particles are Fourier-cropped to this size (64-128 px)")
+    parser.add_argument("--align-iterations", type=int, default=3)
+    parser.add_argument("--feature-rotations", type=int, default=8,
+                        help="features averaged over this many in-plane rotations")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--no-rotation", dest="rotation", action="store_false",
+                        help="no in-plane rotation augmentation")
+    parser.add_argument("--flip", action="store_true",
+                        help="mirror augmentation (mirror views end in one class)")
+    parser.add_argument("--max-shift", type=float, default=0.05,
+                        help="shift augmentation, fraction of the box")
+    parser.add_argument("--noise", type=float, default=0.5,
+                        help="largest added noise, in units of the particle's std (0: off)")
+    parser.add_argument("--no-lowpass", dest="lowpass", action="store_false")
+    parser.add_argument("--no-jitter", dest="jitter", action="store_false",
+                        help="no contrast and brightness jitter")
+    parser.add_argument("--no-mask", dest="mask", action="store_false")
+    parser.add_argument("--ctf", metavar="FILE.csv",
+                        help="per-particle CTF (index,defocus_u,defocus_v,defocus_angle; "
+                             "Angstrom, degrees): particles are phase-flipped first")
+    parser.add_argument("--sampling-rate", type=float,
+                        help="Angstrom per pixel of the stack (default: its header)")
+    parser.add_argument("--voltage", type=float, default=300.0, help="kV")
+    parser.add_argument("--cs", type=float, default=2.7, help="spherical aberration, mm")
+    parser.add_argument("--amplitude-contrast", type=float, default=0.1)
+    parser.add_argument("--initial-encoder", metavar="DIR/encoder.pt",
+                        help="start from an encoder written by an earlier classify2d")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    add_device_argument(parser)
+    parser.set_defaults(run=run_classify2d)
+
+
+def settings_from_args(args):
+    from ..engine.classify2d import ClassificationSettings
+    from ..engine.contrastive import Augmentations, TrainingSettings
+    if args.classes < 1:
+        raise InputError("--classes must be at least 1, found %d" % args.classes)
+    if not 16 <= args.working_size <= 512:
+        raise InputError("--working-size %d: use 64 to 128 px" % args.working_size)
+    if args.temperature <= 0:
+        raise InputError("--temperature must be positive, found %g" % args.temperature)
+    augmentations = Augmentations(rotation=args.rotation, flip=args.flip,
+                                  shift=args.max_shift, noise=args.noise,
+                                  lowpass=args.lowpass, jitter=args.jitter, mask=args.mask)
+    training = TrainingSettings(epochs=args.epochs, batch=args.batch,
+                                temperature=args.temperature,
+                                feature_size=args.feature_size, learning_rate=args.lr,
+                                seed=args.seed, augmentations=augmentations)
+    return ClassificationSettings(args.classes, args.working_size, args.align_iterations,
+                                  args.feature_rotations, training)
+
+
+def stack_sampling_rate(path):
+    import mrcfile
+    with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
+        return float(mrc.voxel_size.x) or None
+
+
+def run_classify2d(args):
+    import torch
+    from ..engine import classify2d, contrastive
+    from ..engine.device import torch_device
+    torch.set_num_threads(max(args.threads, 1))
+    torch.manual_seed(args.seed)
+    device = torch_device(parse_device(args.device))
+    settings = settings_from_args(args)
+    n = sum(len(s) for s in contrastive.open_stacks(args.particles))
+    os.makedirs(args.out, exist_ok=True)
+    sampling_rate = args.sampling_rate or stack_sampling_rate(args.particles[0])
+    ctf = None
+    if args.ctf:
+        if not sampling_rate:
+            raise InputError("--ctf needs the pixel size: give --sampling-rate (the stack "
+                             "header has none)")
+        ctf = contrastive.read_ctf_table(args.ctf, n, sampling_rate, voltage=args.voltage,
+                                         spherical_aberration=args.cs,
+                                         amplitude_contrast=args.amplitude_contrast)
+    result = classify2d.classify(args.particles, settings, args.out, device, ctf,
+                                 args.initial_encoder)
+    classify2d.write_results(result, args.out, sampling_rate, metadata={
+        "epochs": args.epochs, "temperature": args.temperature,
+        "phase_flipped": bool(ctf), "particles": len(result.labels)})
+    logger.info("wrote %d classes of %d particles to %s", args.classes,
+                len(result.labels), args.out)

@@ -1,0 +1,215 @@
+"""Contrastive 2D classification: SetOfParticles to SetOfClasses2D."""
+import os
+
+import pyworkflow.protocol.params as params
+from pyworkflow import BETA
+from pwem.protocols import ProtClassify2D
+
+from .. import Plugin
+from ..constants import MODEL_METADATA
+from ..convert import (MRC_STACK_SUFFIXES, alignmentToTransform, readAlignmentCsv,
+                       writeParticleCtfCsv, writeParticleStack)
+from ..objects import CryoPruneEncoderModel
+
+OUTPUT_CLASSES = "outputClasses"
+OUTPUT_ENCODER = "outputEncoder"
+
+
+class CryoPruneProtContrastive2D(ProtClassify2D):
+    """Sorts particles into 2D classes without alignment during clustering:
+    a CNN encoder learns features of the particles themselves by contrastive
+    (SimCLR) training with cryo-EM augmentations, k-means++ clusters the
+    features, and each class is then aligned in Fourier space and averaged
+    with weights from the alignment correlation. Particles carry their class
+    and 2D alignment; the trained encoder is an output too."""
+    _label = "contrastive 2D classification"
+    _devStatus = BETA
+    _possibleOutputs = {OUTPUT_CLASSES: "SetOfClasses2D",
+                        OUTPUT_ENCODER: CryoPruneEncoderModel}
+
+    # --------------------------- DEFINE param functions ----------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
+                       label="Use GPU", help="Train on the GPU below; No trains on the CPU.")
+        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
+                       label="GPU IDs", help="The GPU to train on, e.g. '0'.")
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      important=True, label="Input particles",
+                      help="Particles in MRC stacks, all of one box size.")
+        form.addParam("numberOfClasses", params.IntParam, default=10,
+                      validators=[params.Positive], label="Number of classes")
+        form.addParam("phaseFlip", params.BooleanParam, default=True,
+                      label="Phase-flip with the CTF?",
+                      help="Flip the phases of each particle by its CTF before "
+                           "training and averaging (needs CTF values on the particles).")
+        form.addParam("initialEncoder", params.PointerParam,
+                      pointerClass="CryoPruneEncoderModel", allowsNull=True,
+                      label="Initial encoder",
+                      help="Start from the encoder of an earlier run (its working size "
+                           "and feature size are kept). Empty: train from scratch.")
+
+        form.addSection(label="Training")
+        form.addParam("epochs", params.IntParam, default=20,
+                      validators=[params.GE(0)], label="Epochs",
+                      help="Passes over all particles; 0 with an initial encoder uses "
+                           "that encoder unchanged.")
+        form.addParam("batchSize", params.IntParam, default=256,
+                      validators=[params.GE(2)], label="Batch size",
+                      help="Particles per step; each is contrasted with the others "
+                           "of its batch.")
+        form.addParam("temperature", params.FloatParam, default=0.2,
+                      validators=[params.Positive], label="Temperature",
+                      help="Temperature of the NT-Xent loss: lower values weigh "
+                           "the hardest negatives more.")
+        form.addParam("featureSize", params.IntParam, default=128,
+                      validators=[params.Positive], label="Feature size")
+        form.addParam("workingSize", params.IntParam, default=64,
+                      validators=[params.Range(16, 512)], label="Working size (px)",
+                      help="Particles are Fourier-cropped to this size (64 to 128 px).")
+        form.addParam("augRotation", params.BooleanParam, default=True,
+                      label="Augment: in-plane rotation")
+        form.addParam("augFlip", params.BooleanParam, default=False,
+                      label="Augment: mirror",
+                      help="Mirror views then fall into one class; the alignment does "
+                           "not mirror, so their average is blurred.")
+        form.addParam("augNoise", params.FloatParam, default=0.5,
+                      validators=[params.GE(0)], label="Augment: added noise",
+                      help="Largest added noise, in units of the particle's standard "
+                           "deviation (0: none).")
+        form.addParam("augLowpass", params.BooleanParam, default=True,
+                      label="Augment: random low-pass")
+        form.addParam("augJitter", params.BooleanParam, default=True,
+                      label="Augment: contrast and brightness")
+        form.addParam("augMask", params.BooleanParam, default=True,
+                      label="Circular mask")
+
+        form.addSection(label="Averages")
+        form.addParam("alignIterations", params.IntParam, default=3,
+                      validators=[params.Positive], label="Alignment iterations",
+                      help="Rounds of aligning the class members to the class "
+                           "average and averaging them again.")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Random seed")
+        form.addParallelSection(threads=2, mpi=0)
+
+    # --------------------------- INSERT steps functions ----------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        self._insertFunctionStep(self.classifyStep, needsGPU=True)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    # --------------------------- STEPS functions -----------------------------
+    def convertInputStep(self):
+        particles = self.inputParticles.get()
+        writeParticleStack(particles, self._getParticleStack())
+        if self._usesCtf():
+            writeParticleCtfCsv(particles, self._getTmpPath("ctf.csv"))
+
+    def classifyStep(self):
+        particles = self.inputParticles.get()
+        args = ["--particles %s" % self._getParticleStack(),
+                "--classes %d" % self.numberOfClasses,
+                "--out %s" % self._getExtraPath(),
+                "--epochs %d" % self.epochs, "--batch %d" % self.batchSize,
+                "--temperature %s" % self.temperature,
+                "--feature-size %d" % self.featureSize,
+                "--working-size %d" % self.workingSize,
+                "--align-iterations %d" % self.alignIterations,
+                "--noise %s" % self.augNoise, "--seed %d" % self.seed,
+                "--sampling-rate %s" % particles.getSamplingRate(),
+                "--threads %d" % self.numberOfThreads]
+        args += [flag for flag, on in [("--no-rotation", not self.augRotation),
+                                       ("--flip", self.augFlip),
+                                       ("--no-lowpass", not self.augLowpass),
+                                       ("--no-jitter", not self.augJitter),
+                                       ("--no-mask", not self.augMask)] if on]
+        if self._usesCtf():
+            acquisition = particles.getAcquisition()
+            args += ["--ctf %s" % self._getTmpPath("ctf.csv"),
+                     "--voltage %s" % acquisition.getVoltage(),
+                     "--cs %s" % acquisition.getSphericalAberration(),
+                     "--amplitude-contrast %s" % acquisition.getAmplitudeContrast()]
+        if self.initialEncoder.get() is not None:
+            args.append("--initial-encoder %s"
+                        % os.path.abspath(self.initialEncoder.get().getFileName()))
+        args.append("--device %(GPU)s" if self.usesGpu() else "--device cpu")
+        Plugin.runCryoprune(self, "classify2d", " ".join(args))
+
+    def createOutputStep(self):
+        particles = self.inputParticles  # the pointer, as SetOfClasses wants it
+        averages = self._getExtraPath("averages.mrcs")
+        rows = readAlignmentCsv(self._getExtraPath("alignment.csv"))
+
+        def updateParticle(particle, row):
+            particle.setClassId(row["class"])
+            particle.setTransform(alignmentToTransform(row["angle"], row["shift_x"],
+                                                       row["shift_y"]))
+
+        def updateClass(classItem):
+            classItem.setAlignment2D()
+            classItem.getRepresentative().setLocation(classItem.getObjId(), averages)
+
+        classes = self._createSetOfClasses2D(particles)
+        classes.classifyItems(updateItemCallback=updateParticle,
+                              updateClassCallback=updateClass,
+                              itemDataIterator=rows, iterParams={"orderBy": "id"},
+                              classifyDisabled=True)
+        encoder = CryoPruneEncoderModel(filename=self._getExtraPath("encoder.pt"))
+        encoder.setWorkingSize(encoder.getMetadata()["working_size"])
+        self._defineOutputs(**{OUTPUT_CLASSES: classes, OUTPUT_ENCODER: encoder})
+        self._defineSourceRelation(particles, classes)
+        self._defineSourceRelation(particles, encoder)
+
+    # --------------------------- INFO functions ------------------------------
+    def _validate(self):
+        particles = self.inputParticles.get()
+        if particles is None:
+            return []
+        errors = []
+        if self.numberOfClasses > particles.getSize():
+            errors.append("%d classes asked for but there are only %d particles"
+                          % (self.numberOfClasses, particles.getSize()))
+        fileName = particles.getFirstItem().getFileName()
+        if os.path.splitext(fileName)[1].lower() not in MRC_STACK_SUFFIXES:
+            errors.append("Particles must be in MRC stacks (%s is not); convert them "
+                          "first" % fileName)
+        if self.phaseFlip and not particles.hasCTF():
+            errors.append("The particles have no CTF: set 'Phase-flip with the CTF?' "
+                          "to No, or give particles with CTF values")
+        encoder = self.initialEncoder.get()
+        if encoder is not None:
+            metadata = os.path.join(os.path.dirname(encoder.getFileName()), MODEL_METADATA)
+            if not os.path.isfile(encoder.getFileName()) or not os.path.isfile(metadata):
+                errors.append("Initial encoder %s or its %s is missing: the run that "
+                              "trained it was deleted or moved"
+                              % (encoder.getFileName(), MODEL_METADATA))
+        return errors
+
+    def _summary(self):
+        classes = getattr(self, OUTPUT_CLASSES, None)
+        if classes is None:
+            return ["Output classes not ready yet."]
+        sizes = sorted((c.getSize() for c in classes.iterItems()), reverse=True)
+        return ["%d particles in %d classes (sizes %s)"
+                % (sum(sizes), len(sizes), ", ".join(map(str, sizes)))]
+
+    def _methods(self):
+        return ["%s particles were classified into %d 2D classes by contrastive "
+                "learning of an encoder (%d epochs, batch %d, temperature %s, working "
+                "size %d px) and k-means++ on its features [Yan2022CLClustering]; class "
+                "averages were made by Fourier-space alignment and correlation-weighted "
+                "averaging [Tang2024SimcryoCluster]."
+                % (self.getObjectTag("inputParticles"), self.numberOfClasses.get(),
+                   self.epochs.get(), self.batchSize.get(), self.temperature.get(),
+                   self.workingSize.get())]
+
+    def _citations(self):
+        return ["Yan2022CLClustering", "Tang2024SimcryoCluster"]
+
+    # --------------------------- UTILS functions -----------------------------
+    def _getParticleStack(self):
+        return self._getTmpPath("particles.mrcs")
+
+    def _usesCtf(self):
+        return bool(self.phaseFlip) and self.inputParticles.get().hasCTF()
