@@ -51,10 +51,11 @@ class Plugin(pwem.Plugin):
 
     @classmethod
     def runCryoprune(cls, protocol, command, arguments, **kwargs):
-        """Run one `cryoprune COMMAND ...` step as a Scipion job."""
-        protocol.runJob(cls.getProgram(),
-                        "-m cryoprune_scipion.cli %s %s" % (command, arguments),
-                        env=cls.getEnviron(), **kwargs)
+        """Run one `cryoprune COMMAND ...` step as a Scipion job, on the GPUs
+        Scipion assigns to the step (its %(GPU)s pattern) or on the CPU."""
+        device = "%(GPU)s" if protocol.usesGpu() else "cpu"
+        protocol.runJob(cls.getProgram(), "-m cryoprune_scipion.cli %s %s --device %s"
+                        % (command, arguments, device), env=cls.getEnviron(), **kwargs)
 
     @classmethod
     def defineBinaries(cls, env):

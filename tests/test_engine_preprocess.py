@@ -51,7 +51,8 @@ def test_wavelet_removal_suppresses_pixel_noise_and_keeps_large_features():
 
 def test_full_preprocessing_gives_a_normalised_working_image():
     rng = np.random.default_rng(1)
-    micrograph = rng.normal(size=(800, 1200)).astype(np.float32) + gaussian_spot((800, 1200), 400, 300)
+    micrograph = rng.normal(size=(800, 1200)).astype(np.float32)
+    micrograph += gaussian_spot((800, 1200), 400, 300)
     image, grid = preprocess(micrograph, PreprocessSettings(working_size=512))
     assert image.shape == grid.working_shape == (341, 512)
     assert abs(image.mean()) < 1e-3 and abs(image.std() - 1) < 1e-3
@@ -99,7 +100,7 @@ def test_8bit_pictures_are_read_with_rows_and_columns_as_in_the_file(tmp_path, s
     data = np.zeros((50, 70), dtype=np.uint8)
     data[10, 60] = 255
     path = str(tmp_path / ("mic" + suffix))
-    Image.fromarray(data).save(path, quality=100) if suffix == ".jpg" else Image.fromarray(data).save(path)
+    Image.fromarray(data).save(path, **({"quality": 100} if suffix == ".jpg" else {}))
     image = read_micrograph(path)
     assert image.shape == (50, 70)
     assert np.unravel_index(np.argmax(image), image.shape) == (10, 60)

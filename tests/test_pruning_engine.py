@@ -139,7 +139,7 @@ def test_constant_and_nan_windows_are_scored(trained):
     assert np.all(pruning.normalise(windows[1:2]) == 0)
     results = list(pruning.iter_predictions(network, metadata, windows, batch=3))
     scores = np.concatenate([s for _, s, _ in results])
-    labels = sum((l for _, _, l in results), [])
+    labels = sum((chunk_labels for _, _, chunk_labels in results), [])
     assert [start for start, _, _ in results] == [0, 3]
     assert np.all(np.isfinite(scores)) and scores[2] == 0 and labels[2] == "ice"
     assert labels[0] == labels[3] == "particle"

@@ -133,7 +133,6 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
         if self.initialEncoder.get() is not None:
             args.append("--initial-encoder %s"
                         % os.path.abspath(self.initialEncoder.get().getFileName()))
-        args.append("--device %(GPU)s" if self.usesGpu() else "--device cpu")
         Plugin.runCryoprune(self, "classify2d", " ".join(args))
 
     def createOutputStep(self):

@@ -167,7 +167,7 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
                  "--few-shot %d" % self.fewShot, "--lr %s" % self.learningRate,
                  "--batch %d" % self.batchSize, "--val-fraction %s" % self.valFraction,
                  "--aux-weight %s" % self.auxWeight, "--seed %d" % self.seed,
-                 "--threads %d" % self.numberOfThreads, self._getDeviceArg()]
+                 "--threads %d" % self.numberOfThreads]
         weights = self._getInitialWeightsFile()
         if weights:
             args.append("--initial-weights %s" % os.path.abspath(weights))
@@ -293,9 +293,6 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
         if self.initialWeights == INIT_MODEL:
             return self.inputModel.get().getFileName()
         return None
-
-    def _getDeviceArg(self):
-        return "--device %(GPU)s" if self.usesGpu() else "--device cpu"
 
     def _getWindowsDir(self, *paths):
         return self._getExtraPath("windows", *paths)

@@ -114,7 +114,7 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
                       % crossing)
         args = ["--model %s" % os.path.abspath(self.inputModel.get().getFileName()),
                 "--particles %s" % stack, "--out %s" % scores,
-                "--threads %d" % self.numberOfThreads, self._getDeviceArg()]
+                "--threads %d" % self.numberOfThreads]
         Plugin.runCryoprune(self, "prune", " ".join(args))
         kept, discarded = self._getOutputSets(inputSet)
         threshold = self.threshold.get()
@@ -241,6 +241,3 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
     def _windowSize(self, box):
         from ..engine.windows import downsampled_box
         return downsampled_box(box, self.downFactor.get())
-
-    def _getDeviceArg(self):
-        return "--device %(GPU)s" if self.usesGpu() else "--device cpu"

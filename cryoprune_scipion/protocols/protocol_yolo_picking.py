@@ -75,8 +75,7 @@ class CryoPruneProtYoloPicking(ProtParticlePickingAuto):
                 "--threshold %s" % self.threshold, "--iou %s" % self.iou,
                 "--max-det %d" % self.maxDetections,
                 "--border %s" % self._getBorder(),
-                "--threads %d" % self.numberOfThreads,
-                "--device %(GPU)s" if self.usesGpu() else "--device cpu"]
+                "--threads %d" % self.numberOfThreads]
         Plugin.runCryoprune(self, "pick", " ".join(args))
 
     def readCoordsFromMics(self, outputDir, micDoneList, outputCoords):

@@ -182,8 +182,7 @@ class CryoPruneProtYoloTraining(EMProtocol):
                 "--epochs %d" % self.epochs, "--patience %d" % self.patience,
                 "--batch %d" % self.batchSize, "--lr %s" % self.learningRate,
                 "--val-fraction %s" % self.valFraction,
-                "--seed %d" % self.seed, "--threads %d" % self.numberOfThreads,
-                self._getDeviceArg()]
+                "--seed %d" % self.seed, "--threads %d" % self.numberOfThreads]
         if self.tileSize.get():
             args.append("--tile %d" % self.tileSize)
         if self.initialWeights.get():
@@ -327,9 +326,6 @@ class CryoPruneProtYoloTraining(EMProtocol):
         if self.boxSize.get():
             return self.boxSize.get()
         return self._getCoordinateSets()[0].getBoxSize()
-
-    def _getDeviceArg(self):
-        return "--device %(GPU)s" if self.usesGpu() else "--device cpu"
 
     def _getPreprocessArgs(self):
         args = ["--working-size %d" % self.workingSize]
