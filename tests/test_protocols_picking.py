@@ -24,7 +24,10 @@ from cryoprune_scipion.engine.io import (InputError, read_coordinates, write_mic
 from cryoprune_scipion.engine.metrics import PickingScore, score_picks
 from cryoprune_scipion.engine.simulate import barrel, simulate_micrograph
 from cryoprune_scipion.objects import CryoPruneYoloModel
-from cryoprune_scipion.protocols import CryoPruneProtYoloPicking, CryoPruneProtYoloTraining
+from cryoprune_scipion.protocols import (CryoPruneProtPickerOptimizer,
+                                         CryoPruneProtPickerOptimizerTraining,
+                                         CryoPruneProtYoloPicking, CryoPruneProtYoloTraining)
+from cryoprune_scipion.protocols.protocol_pruner_training import INIT_SCRATCH
 from cryoprune_scipion.viewers.viewer_yolo import (CryoPruneYoloTrainingViewer,
                                                    plotTrainingMetrics)
 
@@ -174,6 +177,32 @@ class TestYoloPicking(BaseTest):
         # Nothing written next to the inputs.
         self.assertEqual(sorted(os.listdir(self.getOutputPath("simulated"))),
                          ["sim_%d.mrc" % i for i in range(N_MICROGRAPHS)])
+        self._pruneAfterPicking(picking)
+
+    def _pruneAfterPicking(self, picking):
+        """The pruning protocols chain after picking: a pruner trained with the
+        top views of the picks as particles and the side views as a junk class
+        splits the picks by view."""
+        training = self.newProtocol(CryoPruneProtPickerOptimizerTraining, junkNames="side",
+                                    initialWeights=INIT_SCRATCH, inputSize=32, epochs=8,
+                                    batchSize=16, useGpu=False, numberOfThreads=2)
+        training.inputGood.set(picking)
+        training.inputGood.setExtended("outputCoordinates_top")
+        training.inputBad.append(pwobj.Pointer(picking, extended="outputCoordinates_side"))
+        self.launchProtocol(training)
+        prune = self.newProtocol(CryoPruneProtPickerOptimizer, threshold=0.5, useGpu=False)
+        prune.inputSet.set(picking)
+        prune.inputSet.setExtended("outputCoordinates")
+        prune.inputModel.set(training)
+        prune.inputModel.setExtended("outputModel")
+        self.launchProtocol(prune)
+        kept, discarded = prune.outputCoordinates, prune.outputCoordinates_discarded
+        self.assertEqual(kept.getSize() + discarded.getSize(),
+                         picking.outputCoordinates.getSize())
+        tops = {(c.getMicId(), c.getPosition()) for c in picking.outputCoordinates_top}
+        keptTops = sum((c.getMicId(), c.getPosition()) in tops for c in kept)
+        self.assertGreaterEqual(keptTops, 0.8 * kept.getSize())
+        self.assertGreaterEqual(keptTops, 0.8 * len(tops))
 
     @staticmethod
     def _viewAgreement(coords, truth):
