@@ -207,7 +207,7 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     data_yaml, tile, split_sizes = write_yolo_dataset(
         labelled, class_names, box_size, settings, dataset_dir, val_fraction, tile,
         threads, seed)
-    logger.info("training %s on %d micrographs (%d for validation), %d particles, "
+    logger.info("training %s on %d micrographs (%d held out for validation), %d particles, "
                 "classes %s, tiles of %d px", model, split_sizes["train"], split_sizes["val"],
                 sum(len(r) for r in labelled.values()), ",".join(class_names), tile)
     network = YOLO(model + ".yaml")
