@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 import os
+import platform
 import sys
 
 import numpy as np
@@ -137,6 +138,15 @@ def evaluate(picks_dir, stems, threshold, data_dir=DATA_DIR):
             result["false_positives_in_unlabelled_border_at_27px"] = \
                 _border_false_positives(matches, threshold)
     return result
+
+
+def save_result(result, path):
+    """Write a row's result JSON, with the machine it ran on, and print it."""
+    result["machine"] = "%s, %d CPU cores, no GPU" % (platform.processor()
+                                                      or platform.machine(), os.cpu_count())
+    with open(path, "w") as handle:
+        handle.write(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
 
 
 def main(argv=None):

@@ -17,9 +17,7 @@ loading Python, torch and the weights once for the 16 micrographs).
         --preprocess paper --out benchmarks/picking/results_cryoprune_paper.json
 """
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
@@ -109,12 +107,8 @@ def main(argv=None):
                      "tile": metadata.get("tile"),
                      "preprocessing": metadata["preprocessing"],
                      "pick_confidence": PICK_CONFIDENCE, "extra": args.extra},
-        "machine": "%s, %d CPU cores, no GPU" % (platform.processor() or platform.machine(),
-                                                 os.cpu_count()),
     })
-    with open(args.out, "w") as handle:
-        handle.write(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    evaluate.save_result(result, args.out)
 
 
 if __name__ == "__main__":

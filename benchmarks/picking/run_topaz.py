@@ -18,9 +18,7 @@ Topaz reads the 8-bit JPEGs poorly, so they are first written as float32 MRC
 """
 import argparse
 import csv
-import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -165,12 +163,8 @@ def main(argv=None):
                      "extract": {"radius": args.extract_radius, "up_scale": SCALE,
                                  "threshold": EXTRACT_THRESHOLD},
                      "threads": args.threads},
-        "machine": "%s, %d CPU cores, no GPU" % (platform.processor() or platform.machine(),
-                                                 os.cpu_count()),
     })
-    with open(args.out, "w") as handle:
-        handle.write(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    evaluate.save_result(result, args.out)
 
 
 if __name__ == "__main__":
