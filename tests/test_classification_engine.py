@@ -14,6 +14,7 @@ import torch
 from cryoprune_scipion.cli import main
 from cryoprune_scipion.engine import alignment, clustering, contrastive, simulate
 from cryoprune_scipion.engine.io import InputError, write_stack
+from cryoprune_scipion.engine.windows import downsample_windows
 from cryoprune_scipion.engine.metrics import (adjusted_rand_index, clustering_accuracy,
                                               normalized_mutual_information)
 
@@ -176,7 +177,7 @@ def test_bad_stacks_are_named(stack_dir):
 
 def test_fourier_crop_keeps_low_frequencies():
     image = projection()[None].astype(np.float64)
-    small = contrastive.fourier_crop(image, 32)
+    small = downsample_windows(image, 32)
     assert small.shape == (1, 32, 32)
     assert np.isclose(small.sum() * 4, image.sum(), rtol=1e-4)
 

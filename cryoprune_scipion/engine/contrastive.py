@@ -18,6 +18,8 @@ import numpy as np
 
 from ..constants import MODEL_METADATA
 from .io import InputError, read_stack, write_json
+from .simulate import ctf_from_defocus
+from .windows import downsample_windows
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,6 @@ def ctf_astigmatic(box, sampling_rate, defocus_u, defocus_v, defocus_angle, volt
                    spherical_aberration=2.7, amplitude_contrast=0.1):
     """CTFs (n, box, box) on the unshifted FFT grid, the convention of
     `simulate.ctf` (positive defocus is underfocus) with astigmatism."""
-    wavelength = 12.2643247 / np.sqrt(voltage * 1e3 * (1 + voltage * 0.978466e-3))
     k = np.fft.fftfreq(box, d=sampling_rate)
     kx, ky = np.meshgrid(k, k)
     k2 = kx ** 2 + ky ** 2
@@ -73,10 +74,7 @@ def ctf_astigmatic(box, sampling_rate, defocus_u, defocus_v, defocus_angle, volt
     u, v, angle = (np.asarray(a, dtype=float)[:, None, None]
                    for a in (defocus_u, defocus_v, defocus_angle))
     defocus = 0.5 * (u + v) + 0.5 * (u - v) * np.cos(2 * (azimuth - np.radians(angle)))
-    cs = spherical_aberration * 1e7
-    chi = np.pi * wavelength * defocus * k2 - 0.5 * np.pi * cs * wavelength ** 3 * k2 ** 2
-    return -(np.sqrt(1 - amplitude_contrast ** 2) * np.sin(chi)
-             + amplitude_contrast * np.cos(chi))
+    return ctf_from_defocus(k2, defocus, voltage, spherical_aberration, amplitude_contrast)
 
 
 def read_ctf_table(path, n_particles, sampling_rate, **microscope):
@@ -121,19 +119,6 @@ def open_stacks(paths):
     return stacks
 
 
-def fourier_crop(images, size):
-    """Downsample (n, box, box) images to (n, size, size) by cropping their
-    Fourier transform (no aliasing); the pixel values keep their scale."""
-    box = images.shape[-1]
-    if size >= box:
-        return images.astype(np.float32)
-    spectrum = np.fft.fftshift(np.fft.fft2(images), axes=(-2, -1))
-    start = box // 2 - size // 2
-    cropped = spectrum[:, start:start + size, start:start + size]
-    small = np.fft.ifft2(np.fft.ifftshift(cropped, axes=(-2, -1))).real
-    return (small * (size / box) ** 2).astype(np.float32)
-
-
 def make_working_stack(stacks, working_size, path, ctf=None, batch=1024, names=None):
     """Write the particles, phase-flipped when `ctf` is given, Fourier-cropped
     to `working_size` and normalised to zero mean and unit variance, into a
@@ -154,7 +139,7 @@ def make_working_stack(stacks, working_size, path, ctf=None, batch=1024, names=N
             _check_images(images, name, start)
             if ctf is not None:
                 images = phase_flip(images, ctf, np.arange(first, first + len(images)))
-            images = fourier_crop(images, size)
+            images = downsample_windows(images, size)
             mean = images.mean(axis=(1, 2), keepdims=True)
             std = images.std(axis=(1, 2), keepdims=True)
             working[first:first + len(images)] = (images - mean) / np.maximum(std, 1e-12)

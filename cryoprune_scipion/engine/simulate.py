@@ -78,11 +78,16 @@ def project(molecule, rotation, box, pixel_size, shift=(0.0, 0.0)):
 def ctf(shape, pixel_size, defocus_um=1.5, voltage_kv=300.0, cs_mm=2.7,
         amplitude_contrast=0.1):
     """The CTF on the unshifted FFT grid of an image of `shape`."""
-    wavelength = 12.2643247 / np.sqrt(voltage_kv * 1e3 * (1 + voltage_kv * 0.978466e-3))
     ky = np.fft.fftfreq(shape[0], d=pixel_size)
     kx = np.fft.fftfreq(shape[1], d=pixel_size)
     k2 = ky[:, None] ** 2 + kx[None, :] ** 2
-    defocus = defocus_um * 1e4
+    return ctf_from_defocus(k2, defocus_um * 1e4, voltage_kv, cs_mm, amplitude_contrast)
+
+
+def ctf_from_defocus(k2, defocus, voltage_kv=300.0, cs_mm=2.7, amplitude_contrast=0.1):
+    """CTF values at squared spatial frequencies `k2` (1/A^2) for a defocus in
+    Angstrom (a scalar, or an array as large as k2 for astigmatism)."""
+    wavelength = 12.2643247 / np.sqrt(voltage_kv * 1e3 * (1 + voltage_kv * 0.978466e-3))
     cs = cs_mm * 1e7
     chi = np.pi * wavelength * defocus * k2 - 0.5 * np.pi * cs * wavelength ** 3 * k2 ** 2
     return -(np.sqrt(1 - amplitude_contrast ** 2) * np.sin(chi)
