@@ -8,8 +8,15 @@ k); also DIR/alignment.csv and the encoder (DIR/encoder.pt, DIR/model.json).
 import logging
 import os
 
-from ..engine.device import add_device_argument, parse_device
-from ..engine.io import InputError
+from ..constants import MODEL_METADATA
+from ..engine.device import add_device_argument
+from ..engine.io import InputError, read_model_metadata
+from .arguments import non_negative_float, non_negative_int, positive_float, positive_int
+from .outputs import RunOutputs, add_output_arguments
+
+CLASSIFICATION_RESULTS = ["classes.csv", "alignment.csv", "averages.mrcs", "encoder.pt",
+                          MODEL_METADATA]
+CLASSIFICATION_STATE = ["checkpoint.pt"]
 
 logger = logging.getLogger(__name__)
 
@@ -19,28 +26,28 @@ def add_commands(commands):
         "classify2d", help="contrastive 2D classification with aligned class averages")
     parser.add_argument("--particles", required=True, nargs="+", metavar="STACK.mrcs",
                         help="particle stack(s) of one box size, taken in order")
-    parser.add_argument("--classes", required=True, type=int, metavar="K")
+    parser.add_argument("--classes", required=True, type=positive_int, metavar="K")
     parser.add_argument("--out", required=True, metavar="DIR")
-    parser.add_argument("--epochs", type=int, default=20,
+    parser.add_argument("--epochs", type=non_negative_int, default=20,
                         help="contrastive training epochs (0 with --initial-encoder: "
                              "use that encoder as it is)")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=0.2,
+    parser.add_argument("--batch", type=positive_int, default=256)
+    parser.add_argument("--temperature", type=positive_float, default=0.2,
                         help="NT-Xent temperature")
-    parser.add_argument("--feature-size", type=int, default=128)
-    parser.add_argument("--working-size", type=int, default=64,
+    parser.add_argument("--feature-size", type=positive_int, default=128)
+    parser.add_argument("--working-size", type=positive_int, default=64,
                         help="particles are Fourier-cropped to this size (64-128 px)")
-    parser.add_argument("--align-iterations", type=int, default=3)
-    parser.add_argument("--feature-rotations", type=int, default=8,
+    parser.add_argument("--align-iterations", type=positive_int, default=3)
+    parser.add_argument("--feature-rotations", type=positive_int, default=8,
                         help="features averaged over this many in-plane rotations")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
     parser.add_argument("--no-rotation", dest="rotation", action="store_false",
                         help="no in-plane rotation augmentation")
     parser.add_argument("--flip", action="store_true",
                         help="mirror augmentation (mirror views end in one class)")
-    parser.add_argument("--max-shift", type=float, default=0.05,
+    parser.add_argument("--max-shift", type=non_negative_float, default=0.05,
                         help="shift augmentation, fraction of the box")
-    parser.add_argument("--noise", type=float, default=0.5,
+    parser.add_argument("--noise", type=non_negative_float, default=0.5,
                         help="largest added noise, in units of the particle's std (0: off)")
     parser.add_argument("--no-lowpass", dest="lowpass", action="store_false")
     parser.add_argument("--no-jitter", dest="jitter", action="store_false",
@@ -49,16 +56,18 @@ def add_commands(commands):
     parser.add_argument("--ctf", metavar="FILE.csv",
                         help="per-particle CTF (index,defocus_u,defocus_v,defocus_angle; "
                              "Angstrom, degrees): particles are phase-flipped first")
-    parser.add_argument("--sampling-rate", type=float,
+    parser.add_argument("--sampling-rate", type=positive_float,
                         help="Angstrom per pixel of the stack (default: its header)")
-    parser.add_argument("--voltage", type=float, default=300.0, help="kV")
-    parser.add_argument("--cs", type=float, default=2.7, help="spherical aberration, mm")
-    parser.add_argument("--amplitude-contrast", type=float, default=0.1)
+    parser.add_argument("--voltage", type=positive_float, default=300.0, help="kV")
+    parser.add_argument("--cs", type=non_negative_float, default=2.7,
+                        help="spherical aberration, mm")
+    parser.add_argument("--amplitude-contrast", type=non_negative_float, default=0.1)
     parser.add_argument("--initial-encoder", metavar="DIR/encoder.pt",
                         help="start from an encoder written by an earlier classify2d")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     add_device_argument(parser)
+    add_output_arguments(parser, resumable=True)
     parser.set_defaults(run=run_classify2d)
 
 
@@ -92,12 +101,15 @@ def run_classify2d(args):
     import torch
     from ..engine import classify2d, contrastive
     from ..engine.device import torch_device
-    torch.set_num_threads(max(args.threads, 1))
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    device = torch_device(parse_device(args.device))
+    device = torch_device(args.gpu_ids)
     settings = settings_from_args(args)
     n = sum(len(s) for s in contrastive.open_stacks(args.particles))
-    os.makedirs(args.out, exist_ok=True)
+    if args.initial_encoder:
+        read_model_metadata(contrastive.encoder_weights(args.initial_encoder), "encoder")
+    RunOutputs(args, inputs=args.particles + [args.ctf, args.initial_encoder]).folder(
+        args.out, results=CLASSIFICATION_RESULTS, state=CLASSIFICATION_STATE)
     sampling_rate = args.sampling_rate or stack_sampling_rate(args.particles[0])
     ctf = None
     if args.ctf:

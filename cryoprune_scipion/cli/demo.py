@@ -6,8 +6,10 @@ import os
 import numpy as np
 
 from ..constants import MODEL_WEIGHTS
-from ..engine.device import add_device_argument, parse_device
+from ..engine.device import add_device_argument
 from ..engine.io import micrograph_stem, write_micrograph, write_table
+from .arguments import at_least, positive_float, positive_int
+from .outputs import RunOutputs, add_output_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -19,12 +21,13 @@ def add_commands(commands):
     demo = commands.add_parser(
         "demo", help="simulate micrographs, train a picker on some, pick the rest")
     demo.add_argument("--out", required=True, metavar="DIR")
-    demo.add_argument("--micrographs", type=int, default=8,
+    demo.add_argument("--micrographs", type=at_least(3), default=8,
                       help="simulated micrographs, the last two are picked (default 8)")
-    demo.add_argument("--epochs", type=int, default=30)
-    demo.add_argument("--snr", type=float, default=1.0)
-    demo.add_argument("--threads", type=int, default=2)
+    demo.add_argument("--epochs", type=positive_int, default=30)
+    demo.add_argument("--snr", type=positive_float, default=1.0)
+    demo.add_argument("--threads", type=positive_int, default=2)
     add_device_argument(demo)
+    add_output_arguments(demo)
     demo.set_defaults(run=run_demo)
 
 
@@ -48,15 +51,22 @@ def simulate_dataset(out_dir, count, snr):
     return paths, truth_dir
 
 
+def demo_results(count):
+    """What the demo writes in its folder."""
+    return (["micrographs", "truth", "model", "picks"]
+            + ["mic%02d_picks.png" % index for index in (count - 2, count - 1)])
+
+
 def run_demo(args):
     from ..engine.io import read_coordinates, read_micrograph
     from ..engine.metrics import score_picks
     from ..engine.picking import PICK_FIELDS, pick, train_picker
     from ..engine.preprocess import PreprocessSettings
     from ..engine.render import draw_picks
+    RunOutputs(args).folder(args.out, results=demo_results(args.micrographs))
     paths, truth_dir = simulate_dataset(args.out, args.micrographs, args.snr)
     training, held_out = paths[:-2], paths[-2:]
-    gpu_ids = parse_device(args.device)
+    gpu_ids = args.gpu_ids
     model_dir = os.path.join(args.out, "model")
     logger.info("training on %d simulated micrographs", len(training))
     train_picker(training, truth_dir, BOX_SIZE, model_dir,

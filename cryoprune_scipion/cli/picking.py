@@ -1,9 +1,17 @@
 """`cryoprune preprocess`, `train-picker` and `pick`."""
 import os
 
-from ..engine.device import add_device_argument, parse_device
-from ..engine.io import micrograph_stem, write_table
+from ..constants import MODEL_METADATA, MODEL_WEIGHTS
+from ..engine.device import add_device_argument
+from ..engine.io import InputError, micrograph_stem, write_table
 from ..engine.preprocess import PreprocessSettings, WAVELET_MODES
+from .arguments import (fraction, non_negative_float, non_negative_int, positive_float,
+                        positive_int, probability)
+from .outputs import RunOutputs, add_output_arguments
+
+METRICS_CSV = "metrics.csv"
+PICKER_RESULTS = [MODEL_WEIGHTS, MODEL_METADATA, METRICS_CSV]
+PICKER_STATE = ["dataset", "training"]
 
 
 def add_commands(commands):
@@ -12,7 +20,8 @@ def add_commands(commands):
     preprocess.add_argument("--micrographs", nargs="+", required=True, metavar="FILE")
     preprocess.add_argument("--out", required=True, metavar="DIR")
     _add_preprocess_arguments(preprocess)
-    preprocess.add_argument("--threads", type=int, default=1)
+    preprocess.add_argument("--threads", type=positive_int, default=1)
+    add_output_arguments(preprocess)
     preprocess.set_defaults(run=run_preprocess)
 
     train = commands.add_parser(
@@ -20,62 +29,67 @@ def add_commands(commands):
     train.add_argument("--micrographs", nargs="+", required=True, metavar="FILE")
     train.add_argument("--coords", required=True, metavar="DIR",
                        help="DIR/<micrograph stem>.csv with x,y[,class]")
-    train.add_argument("--box", type=int, required=True, metavar="PX",
+    train.add_argument("--box", type=positive_int, required=True, metavar="PX",
                        help="box size in micrograph pixels")
     train.add_argument("--out", required=True, metavar="DIR")
-    train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--patience", type=int, default=30,
+    train.add_argument("--epochs", type=positive_int, default=100)
+    train.add_argument("--patience", type=positive_int, default=30,
                        help="stop after this many epochs without improvement")
-    train.add_argument("--batch", type=int, default=4)
-    train.add_argument("--lr", type=float, default=0.005, help="AdamW learning rate")
-    train.add_argument("--tile", type=int, default=0,
+    train.add_argument("--batch", type=positive_int, default=4)
+    train.add_argument("--lr", type=positive_float, default=0.005, help="AdamW learning rate")
+    train.add_argument("--tile", type=non_negative_int, default=0,
                        help="training tile side in working pixels, a multiple of 32 "
                             "(default: room for four boxes, at least 256)")
     train.add_argument("--model", default="yolov8n",
                        help="ultralytics family and size: yolov8n..yolov8x, yolo11n..yolo11x")
     train.add_argument("--initial-weights", metavar="FILE",
                        help="local .pt weights to start from (nothing is downloaded)")
-    train.add_argument("--val-fraction", type=float, default=0.2)
+    train.add_argument("--val-fraction", type=fraction, default=0.2)
     train.add_argument("--no-augment", dest="augment", action="store_false")
     train.add_argument("--classes", type=lambda s: [c for c in s.split(",") if c],
                        help="view class names in order, comma-separated "
                             "(default: the sorted names of the class column)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=1)
+    train.add_argument("--threads", type=positive_int, default=1)
     _add_preprocess_arguments(train)
     add_device_argument(train)
+    add_output_arguments(train, resumable=True)
     train.set_defaults(run=run_train)
 
     pick = commands.add_parser("pick", help="pick particles with a trained YOLO model")
     pick.add_argument("--model", required=True, metavar="FILE", help="OUT/model.pt")
     pick.add_argument("--micrographs", nargs="+", required=True, metavar="FILE")
     pick.add_argument("--out", required=True, metavar="DIR")
-    pick.add_argument("--threshold", type=float, default=0.25, help="confidence threshold")
-    pick.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
-    pick.add_argument("--max-det", type=int, default=3000,
+    pick.add_argument("--threshold", type=probability, default=0.25,
+                      help="confidence threshold")
+    pick.add_argument("--iou", type=probability, default=0.5, help="NMS IoU threshold")
+    pick.add_argument("--max-det", type=positive_int, default=3000,
                       help="maximum detections per micrograph")
-    pick.add_argument("--border", type=float, default=None, metavar="PX",
+    pick.add_argument("--border", type=non_negative_float, default=None, metavar="PX",
                       help="drop picks closer than this to the micrograph edge "
                            "(default: half the box size; 0 keeps all)")
-    pick.add_argument("--threads", type=int, default=1)
+    pick.add_argument("--threads", type=positive_int, default=1)
     add_device_argument(pick)
+    add_output_arguments(pick)
     pick.set_defaults(run=run_pick)
 
 
 def _add_preprocess_arguments(parser):
     group = parser.add_argument_group("preprocessing")
     defaults = PreprocessSettings()
-    group.add_argument("--working-size", type=int, default=defaults.working_size,
+    group.add_argument("--working-size", type=non_negative_int,
+                       default=defaults.working_size,
                        help="long side in pixels after resizing (0: keep)")
     group.add_argument("--wavelet", default=defaults.wavelet,
                        help="wavelet of the detail suppression ('none': off)")
-    group.add_argument("--wavelet-levels", type=int, default=defaults.wavelet_levels)
+    group.add_argument("--wavelet-levels", type=positive_int,
+                       default=defaults.wavelet_levels)
     group.add_argument("--wavelet-mode", choices=WAVELET_MODES, default=defaults.wavelet_mode)
-    group.add_argument("--wiener", type=int, default=defaults.wiener_size,
+    group.add_argument("--wiener", type=non_negative_int, default=defaults.wiener_size,
                        help="Wiener filter window (0: off)")
-    group.add_argument("--clahe-tiles", type=int, default=defaults.clahe_tiles,
+    group.add_argument("--clahe-tiles", type=non_negative_int, default=defaults.clahe_tiles,
                        help="CLAHE tiles per side (0: off)")
-    group.add_argument("--clahe-clip", type=float, default=defaults.clahe_clip)
+    group.add_argument("--clahe-clip", type=positive_float, default=defaults.clahe_clip)
     group.add_argument("--no-normalize", dest="normalize", action="store_false")
     group.add_argument("--no-preprocess", action="store_true",
                        help="only resize and normalise (all filters off)")
@@ -92,9 +106,23 @@ def preprocess_settings(args):
         clahe_clip=args.clahe_clip, normalize=args.normalize)
 
 
+def per_micrograph_results(micrographs, suffix):
+    """`<micrograph stem><suffix>` for each micrograph; two micrographs of
+    one name would write one file."""
+    names = {}
+    for path in micrographs:
+        other = names.setdefault(micrograph_stem(path) + suffix, path)
+        if other != path:
+            raise InputError("micrographs %s and %s have the same name, so their results "
+                             "would share %s; rename or link one of them"
+                             % (other, path, micrograph_stem(path) + suffix))
+    return list(names)
+
+
 def run_preprocess(args):
     from ..engine.preprocess import preprocess_micrograph_files, save_png
-    os.makedirs(args.out, exist_ok=True)
+    RunOutputs(args, inputs=args.micrographs).folder(
+        args.out, results=per_micrograph_results(args.micrographs, ".png"))
     processed = preprocess_micrograph_files(args.micrographs, preprocess_settings(args),
                                             args.threads)
     for path, (image, _) in zip(args.micrographs, processed):
@@ -103,23 +131,25 @@ def run_preprocess(args):
 
 def run_train(args):
     from ..engine.picking import train_picker
+    RunOutputs(args, inputs=args.micrographs + [args.coords, args.initial_weights]).folder(
+        args.out, results=PICKER_RESULTS, state=PICKER_STATE)
     metadata = train_picker(
         args.micrographs, args.coords, args.box, args.out,
         settings=preprocess_settings(args), model=args.model,
         initial_weights=args.initial_weights, epochs=args.epochs,
         patience=args.patience, batch=args.batch, learning_rate=args.lr, tile=args.tile,
         val_fraction=args.val_fraction, augment=args.augment, class_names=args.classes,
-        gpu_ids=parse_device(args.device), threads=args.threads, seed=args.seed)
+        gpu_ids=args.gpu_ids, threads=args.threads, seed=args.seed)
     print("final: " + ", ".join("%s %.3f" % item for item in
                                 metadata["final_metrics"].items()))
 
 
 def run_pick(args):
     from ..engine.picking import PICK_FIELDS, pick
-    os.makedirs(args.out, exist_ok=True)
+    RunOutputs(args, inputs=args.micrographs + [args.model]).folder(
+        args.out, results=per_micrograph_results(args.micrographs, ".csv"))
     for path, picks in pick(args.model, args.micrographs, args.threshold, args.iou,
-                            args.max_det, args.border, parse_device(args.device),
-                            args.threads):
+                            args.max_det, args.border, args.gpu_ids, args.threads):
         write_table(os.path.join(args.out, micrograph_stem(path) + ".csv"), PICK_FIELDS,
                     picks)
         print("%s: %d particles" % (path, len(picks)), flush=True)

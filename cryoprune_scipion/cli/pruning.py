@@ -4,8 +4,14 @@ import json
 import logging
 import os
 
-from ..engine.device import add_device_argument, parse_device
-from ..engine.io import InputError, read_stack
+from ..constants import MODEL_METADATA, MODEL_WEIGHTS
+from ..engine.device import add_device_argument
+from ..engine.io import InputError, read_model_metadata, read_stack, replacing
+from .arguments import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from .outputs import RunOutputs, add_output_arguments
+
+PRUNER_RESULTS = [MODEL_WEIGHTS, MODEL_METADATA]
+PRUNER_STATE = ["checkpoint.pt"]
 
 logger = logging.getLogger(__name__)
 
@@ -20,24 +26,25 @@ def add_commands(commands):
                             "(repeat for several classes)")
     train.add_argument("--out", required=True, metavar="DIR",
                        help="writes DIR/model.pt and DIR/model.json")
-    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--epochs", type=positive_int, default=20)
     train.add_argument("--initial-weights", metavar="FILE",
                        help="local ImageNet weights of the backbone or a pruner trained "
                             "earlier (default: from scratch; nothing is downloaded)")
     train.add_argument("--backbone", default="resnet18")
-    train.add_argument("--input-size", type=int, default=224,
+    train.add_argument("--input-size", type=positive_int, default=224,
                        help="network input in pixels; 64-112 px train much faster on CPU")
-    train.add_argument("--few-shot", type=int, default=0, metavar="N",
+    train.add_argument("--few-shot", type=non_negative_int, default=0, metavar="N",
                        help="use at most N examples per class (0: all)")
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--batch", type=int, default=32)
-    train.add_argument("--val-fraction", type=float, default=0.2)
-    train.add_argument("--aux-weight", type=float, default=0.5,
+    train.add_argument("--lr", type=positive_float, default=1e-3)
+    train.add_argument("--batch", type=positive_int, default=32)
+    train.add_argument("--val-fraction", type=fraction, default=0.2)
+    train.add_argument("--aux-weight", type=non_negative_float, default=0.5,
                        help="weight of the auxiliary branch's loss (0: main loss only)")
     train.add_argument("--no-augment", dest="augment", action="store_false")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=1)
+    train.add_argument("--threads", type=positive_int, default=1)
     add_device_argument(train)
+    add_output_arguments(train, resumable=True)
     train.set_defaults(run=run_train)
 
     prune = commands.add_parser(
@@ -46,12 +53,13 @@ def add_commands(commands):
     prune.add_argument("--particles", required=True, metavar="STACK.mrcs")
     prune.add_argument("--out", required=True, metavar="FILE.csv",
                        help="index,score,label per window (0-based index)")
-    prune.add_argument("--batch", type=int, default=256)
+    prune.add_argument("--batch", type=positive_int, default=256)
     prune.add_argument("--resample", action="store_true",
                        help="accept windows of another box size than the model's "
                             "(same field of view at another sampling)")
-    prune.add_argument("--threads", type=int, default=1)
+    prune.add_argument("--threads", type=positive_int, default=1)
     add_device_argument(prune)
+    add_output_arguments(prune)
     prune.set_defaults(run=run_prune)
 
 
@@ -65,14 +73,25 @@ def junk_class_names(paths):
     return names
 
 
+def check_initial_weights(path):
+    """A model with a model.json beside it must be a pruner; bare weights
+    files (ImageNet backbones) are checked when read."""
+    if os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), MODEL_METADATA)):
+        read_model_metadata(path, "pruner")
+
+
 def run_train(args):
     import torch
     from ..engine import pruning
     from ..engine.device import torch_device
-    torch.set_num_threads(max(args.threads, 1))
-    device = torch_device(parse_device(args.device))
+    torch.set_num_threads(args.threads)
+    device = torch_device(args.gpu_ids)
     classes = [pruning.PARTICLE] + junk_class_names(args.bad)
     stacks = [read_stack(path) for path in [args.good] + args.bad]
+    if args.initial_weights:
+        check_initial_weights(args.initial_weights)
+    RunOutputs(args, inputs=[args.good, args.initial_weights] + args.bad).folder(
+        args.out, results=PRUNER_RESULTS, state=PRUNER_STATE)
     settings = pruning.TrainSettings(
         backbone=args.backbone, input_size=args.input_size, epochs=args.epochs,
         learning_rate=args.lr, batch=args.batch, val_fraction=args.val_fraction,
@@ -92,16 +111,17 @@ def run_prune(args):
     import torch
     from ..engine import pruning
     from ..engine.device import torch_device
-    torch.set_num_threads(max(args.threads, 1))
-    device = torch_device(parse_device(args.device))
+    torch.set_num_threads(args.threads)
+    device = torch_device(args.gpu_ids)
+    read_model_metadata(args.model, "pruner")
     network, metadata = pruning.load(args.model, device)
     stack = read_stack(args.particles)
     if len(stack) == 0:
         raise InputError("%s: the stack is empty; nothing to prune" % args.particles)
     pruning.check_box_size(metadata, stack.shape[-1], args.resample, args.particles)
-    partial = args.out + ".partial"
+    out = RunOutputs(args, inputs=[args.model, args.particles]).file(args.out)
     kept = 0
-    with open(partial, "w") as f:
+    with replacing(out) as partial, open(partial, "w") as f:
         f.write("index,score,label\n")
         for start, scores, labels in pruning.iter_predictions(network, metadata, stack,
                                                               device, args.batch):
@@ -109,6 +129,5 @@ def run_prune(args):
                 f.write("%d,%.6f,%s\n" % (start + i, score, label))
             kept += sum(label == pruning.PARTICLE for label in labels)
             logger.info("%d / %d windows scored", start + len(labels), len(stack))
-    os.replace(partial, args.out)
     logger.info("%d of %d windows classified as particles; scores in %s",
                 kept, len(stack), args.out)

@@ -3,6 +3,7 @@ particles and weighted class averages (what `cryoprune classify2d` runs)."""
 import dataclasses
 import logging
 import os
+import tempfile
 
 import numpy as np
 
@@ -49,7 +50,10 @@ def classify(paths, settings, out_dir, device=None, ctf=None, initial_encoder=No
         encoder, metadata = contrastive.load_encoder(initial_encoder, device)
         working_size = metadata["working_size"]
         settings.training.feature_size = metadata["feature_size"]
-    working_path = os.path.join(out_dir, "working-stack.npy")
+    # A name of its own: a file left by a killed run is never reused or clobbered.
+    handle, working_path = tempfile.mkstemp(prefix="working-stack-", suffix=".npy",
+                                            dir=out_dir)
+    os.close(handle)
     try:
         working = contrastive.make_working_stack(stacks, working_size, working_path, ctf,
                                                  names=list(paths))

@@ -9,7 +9,6 @@ circular mask) are pulled together by the NT-Xent loss and pushed away from
 the other particles of the batch.
 """
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -17,13 +16,14 @@ import time
 import numpy as np
 
 from ..constants import MODEL_METADATA
-from .io import InputError, read_stack, write_json
+from .io import InputError, read_model_metadata, read_stack, replacing, write_json
 from .simulate import ctf_from_defocus
 from .windows import downsample_windows
 
 logger = logging.getLogger(__name__)
 
 ARCHITECTURE = "cryoprune-cnn-v1"
+ENCODER_WEIGHTS = "encoder.pt"
 
 
 @dataclasses.dataclass
@@ -343,29 +343,34 @@ def encode(stack, encoder, batch=512, device=None, rotations=8, mask=True):
 def save_encoder(encoder, folder, metadata):
     """Write `encoder.pt` and `model.json` (atomic: complete or absent)."""
     import torch
-    weights = os.path.join(folder, "encoder.pt")
-    torch.save(encoder.state_dict(), weights + ".partial")
-    os.replace(weights + ".partial", weights)
+    weights = os.path.join(folder, ENCODER_WEIGHTS)
+    with replacing(weights) as partial:
+        torch.save(encoder.state_dict(), partial)
     write_json(os.path.join(folder, MODEL_METADATA),
-               dict(metadata, architecture=ARCHITECTURE, weights="encoder.pt"))
+               dict(metadata, kind="encoder", architecture=ARCHITECTURE,
+                    weights=ENCODER_WEIGHTS))
     return weights
+
+
+def encoder_weights(path):
+    """The weights file of an encoder given as encoder.pt or as its folder."""
+    return os.path.join(path, ENCODER_WEIGHTS) if os.path.isdir(path) else path
 
 
 def load_encoder(path, device=None):
     """An encoder saved by `save_encoder`: `path` is encoder.pt or its
     folder. Returns the encoder and its metadata."""
     import torch
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    weights = path if not os.path.isdir(path) else os.path.join(path, "encoder.pt")
-    metadata_path = os.path.join(folder, MODEL_METADATA)
-    if not os.path.isfile(weights) or not os.path.isfile(metadata_path):
-        raise InputError("%s: an encoder needs encoder.pt and model.json in one folder "
-                         "(as written by classify2d)" % path)
-    with open(metadata_path) as f:
-        metadata = json.load(f)
+    weights = encoder_weights(path)
+    metadata = read_model_metadata(weights, "encoder")
     if metadata.get("architecture") != ARCHITECTURE:
         raise InputError("%s: encoder architecture %r, this version reads %r"
                          % (path, metadata.get("architecture"), ARCHITECTURE))
     encoder = build_encoder(metadata["feature_size"])
-    encoder.load_state_dict(torch.load(weights, map_location="cpu"))
+    try:
+        encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as error:
+        raise InputError("%s: cannot read the encoder's weights (%s); the file may be "
+                         "truncated: run classify2d again or copy it again"
+                         % (weights, error)) from error
     return encoder.to(device).eval(), metadata

@@ -3,11 +3,14 @@
 Coordinates follow the image as read: x is the column, y the row, origin at
 the top-left pixel, values in pixels of the file's own grid.
 """
+import contextlib
 import csv
 import json
 import os
 
 import numpy as np
+
+from ..constants import MODEL_METADATA
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".map")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -81,19 +84,31 @@ def read_stack(path, mmap=True):
                          "corrupt or truncated" % (path, error)) from error
 
 
+@contextlib.contextmanager
+def replacing(path):
+    """Write a file under a temporary name that is moved to `path` when the
+    block completes, and removed when it fails or is interrupted: the file
+    appears only when complete."""
+    partial = path + ".partial"
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        if os.path.lexists(partial):
+            os.remove(partial)
+
+
 def write_stack(path, images, sampling_rate=None):
     """Write (n, box, box) float32 images as an MRC stack, all at once or not
-    at all: the file appears under its name only when complete."""
+    at all."""
     import mrcfile
     images = np.asarray(images, dtype=np.float32)
-    partial = path + ".partial"
-    with mrcfile.new(partial, overwrite=True) as mrc:
+    with replacing(path) as partial, mrcfile.new(partial, overwrite=True) as mrc:
         mrc.set_data(images)
         if images.ndim == 3:
             mrc.header.ispg = 0
         if sampling_rate:
             mrc.voxel_size = sampling_rate
-    os.replace(partial, path)
 
 
 def write_micrograph(path, image, sampling_rate=None):
@@ -122,19 +137,55 @@ def read_coordinates(path):
 
 def write_table(path, fieldnames, rows):
     """Write a CSV completely or not at all."""
-    partial = path + ".partial"
-    with open(partial, "w", newline="") as f:
+    with replacing(path) as partial, open(partial, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(partial, path)
 
 
 def write_json(path, data):
     """Write JSON completely or not at all."""
-    with open(path + ".partial", "w") as f:
+    with replacing(path) as partial, open(partial, "w") as f:
         json.dump(data, f, indent=2)
-    os.replace(path + ".partial", path)
+
+
+# The commands that write and read each kind of model
+MODEL_MAKERS = {"picker": "train-picker", "pruner": "train-pruner",
+                "encoder": "classify2d"}
+MODEL_USERS = {"picker": "pick", "pruner": "prune and train-pruner --initial-weights",
+               "encoder": "classify2d --initial-encoder"}
+
+
+def read_model_metadata(weights, kind):
+    """The `model.json` beside a model's weights file, checked to describe
+    a model of `kind` (picker, pruner or encoder)."""
+    if not os.path.isfile(weights):
+        raise InputError("model file %s not found; check the path, or train a %s with "
+                         "`cryoprune %s`" % (weights, kind, MODEL_MAKERS[kind]))
+    path = os.path.join(os.path.dirname(os.path.abspath(weights)), MODEL_METADATA)
+    try:
+        with open(path) as f:
+            metadata = json.load(f)
+        found = metadata.get("kind") or _legacy_model_kind(metadata)
+    except (OSError, ValueError, AttributeError) as error:
+        raise InputError("%s: no readable %s beside it (%s); give a model written by "
+                         "`cryoprune %s`" % (weights, MODEL_METADATA, error,
+                                             MODEL_MAKERS[kind])) from error
+    if found != kind:
+        raise InputError("%s is a %s model (written by `cryoprune %s`, for %s), not a %s; "
+                         "give a model written by `cryoprune %s`"
+                         % (weights, found, MODEL_MAKERS.get(found, "?"),
+                            MODEL_USERS.get(found, "?"), kind, MODEL_MAKERS[kind]))
+    return metadata
+
+
+def _legacy_model_kind(metadata):
+    """The kind of a model written before model.json named it (0.1.0)."""
+    for key, kind in (("preprocessing", "picker"), ("backbone", "pruner"),
+                      ("architecture", "encoder")):
+        if key in metadata:
+            return kind
+    return "unknown"
 
 
 def micrograph_stem(path):

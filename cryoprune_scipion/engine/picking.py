@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
-from .io import InputError, micrograph_stem, read_coordinates, write_json
+from .io import (InputError, micrograph_stem, read_coordinates, read_model_metadata,
+                 replacing, write_json)
 from .preprocess import PreprocessSettings, preprocess_micrograph_files, save_png
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
         raise RuntimeError("training ended without weights in %s" % weights)
     metrics_csv = os.path.join(out_dir, "metrics.csv")
     shutil.copyfile(os.path.join(run_dir, "results.csv"), metrics_csv)
-    metadata = {"classes": class_names, "box_size": box_size,
+    metadata = {"kind": "picker", "classes": class_names, "box_size": box_size,
                 "preprocessing": settings.to_dict(), "tile": tile, "model": model,
                 "weights": kept, "final_metrics": final_metrics(metrics_csv, kept),
                 "micrographs_trained": len(labelled),
@@ -260,21 +261,21 @@ def final_metrics(metrics_csv, epoch="best"):
 
 
 def _copy_atomic(source, target):
-    shutil.copyfile(source, target + ".partial")
-    os.replace(target + ".partial", target)
+    with replacing(target) as partial:
+        shutil.copyfile(source, partial)
 
 
-def load_metadata(model_path):
-    metadata_path = os.path.join(os.path.dirname(os.path.abspath(model_path)),
-                                 MODEL_METADATA)
-    if not os.path.isfile(model_path):
-        raise InputError("model file %s not found; train a picker first or give the "
-                         "path of its model.pt" % model_path)
-    if not os.path.isfile(metadata_path):
-        raise InputError("%s has no %s beside it; use a model written by "
-                         "`cryoprune train-picker`" % (model_path, MODEL_METADATA))
-    with open(metadata_path) as f:
-        return json.load(f)
+def load_network(model_path):
+    """A trained picker: (ultralytics model, metadata)."""
+    metadata = read_model_metadata(model_path, "picker")
+    YOLO = import_yolo()
+    try:
+        return YOLO(model_path, task="detect"), metadata
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else error
+        raise InputError("%s: cannot read the picker's weights (%s); the file may be "
+                         "truncated: train again or copy it again" % (model_path, reason)) \
+            from error
 
 
 def pick(model_path, micrographs, threshold=0.25, iou=0.5, max_det=3000, border=None,
@@ -284,10 +285,8 @@ def pick(model_path, micrographs, threshold=0.25, iou=0.5, max_det=3000, border=
 
     Picks closer than `border` px to the micrograph edge are dropped (default
     half the model's box: such boxes cannot be extracted whole)."""
-    YOLO = import_yolo()
-    metadata = load_metadata(model_path)
+    network, metadata = load_network(model_path)
     settings = PreprocessSettings.from_dict(metadata["preprocessing"])
-    network = YOLO(model_path, task="detect")
     border = metadata["box_size"] / 2 if border is None else border
     timing = {"preprocessing": 0.0, "inference": 0.0}
     for start in range(0, len(micrographs), chunk):

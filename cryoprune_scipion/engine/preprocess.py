@@ -7,12 +7,11 @@ working grid and the micrograph's own pixels (`WorkingGrid`), so coordinates
 found on the preprocessed image go back to the micrograph exactly.
 """
 import dataclasses
-import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from .io import InputError, read_micrograph
+from .io import InputError, read_micrograph, replacing
 
 WAVELET_MODES = ("remove", "soft")
 
@@ -194,6 +193,5 @@ def preprocess_micrograph_files(paths, settings, threads=1):
 def save_png(path, image):
     """Write an 8-bit image completely or not at all."""
     from PIL import Image
-    partial = path + ".partial.png"
-    Image.fromarray(image).save(partial)
-    os.replace(partial, path)
+    with replacing(path) as partial:
+        Image.fromarray(image).save(partial, format="PNG")

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
-from .io import InputError, write_json
+from .io import InputError, replacing, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -336,7 +336,8 @@ def train(dataset, settings, device="cpu", initial_weights=None, log=logger.info
                                          if kv[0] != "epoch")))
     if best is not None:
         network.load_state_dict(best[2])
-    metadata = {"classes": list(dataset.classes), "box_size": dataset.box_size,
+    metadata = {"kind": "pruner", "classes": list(dataset.classes),
+                "box_size": dataset.box_size,
                 "backbone": settings.backbone, "input_size": settings.input_size,
                 "settings": dataclasses.asdict(settings), "history": history,
                 "initial_weights": os.path.abspath(initial_weights) if initial_weights else "",
@@ -456,8 +457,8 @@ def save(network, metadata, out_dir):
     weights = os.path.join(out_dir, MODEL_WEIGHTS)
     checkpoint = {"format": CHECKPOINT_FORMAT, "metadata": json.dumps(metadata),
                   "state_dict": {k: v.cpu() for k, v in network.state_dict().items()}}
-    torch.save(checkpoint, weights + ".partial")
-    os.replace(weights + ".partial", weights)
+    with replacing(weights) as partial:
+        torch.save(checkpoint, partial)
     write_json(os.path.join(out_dir, MODEL_METADATA), metadata)
     return weights
 
