@@ -15,7 +15,7 @@ from .arguments import non_negative_float, non_negative_int, positive_float, pos
 from .outputs import RunOutputs, add_output_arguments
 
 CLASSIFICATION_RESULTS = ["classes.csv", "alignment.csv", "averages.mrcs", "encoder.pt",
-                          MODEL_METADATA]
+                          MODEL_METADATA, "class_scores.csv"]
 CLASSIFICATION_STATE = ["checkpoint.pt"]
 
 logger = logging.getLogger(__name__)
@@ -66,9 +66,45 @@ def add_commands(commands):
                         help="start from an encoder written by an earlier classify2d")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=positive_int, default=1)
+    add_refinement_arguments(parser)
     add_device_argument(parser)
     add_output_arguments(parser, resumable=True)
     parser.set_defaults(run=run_classify2d)
+
+
+def add_refinement_arguments(parser):
+    """Refinement of the classes by multi-reference alignment and their
+    ranking (engine/refine.py, engine/ranking.py)."""
+    from ..engine.ranking import ORDERS
+    from ..engine.refine import MODES, RefinementSettings
+    defaults = RefinementSettings()
+    group = parser.add_argument_group("refinement and ranking")
+    group.add_argument("--refine-passes", type=non_negative_int, default=defaults.passes,
+                       help="passes aligning every particle to every class average and "
+                            "reassigning it (0: the clustering's classes as they are)")
+    group.add_argument("--refine-mode", choices=MODES, default=defaults.mode,
+                       help="hard: best class; soft: maximum-likelihood class weights")
+    group.add_argument("--refine-angle-step", type=positive_float, default=defaults.angle_step,
+                       help="degrees between the in-plane rotations searched")
+    group.add_argument("--refine-max-shift", type=non_negative_float,
+                       default=defaults.max_shift,
+                       help="largest shift searched, fraction of the box")
+    group.add_argument("--refine-search-size", type=positive_int,
+                       default=defaults.search_size,
+                       help="px: the search runs on particles Fourier-cropped to this size")
+    group.add_argument("--class-order", choices=ORDERS, default="size",
+                       help="number the classes by size (1: the largest) or by resolution "
+                            "of the half-set FRC (1: the best)")
+
+
+def refinement_from_args(args):
+    from ..engine.refine import RefinementSettings
+    refinement = RefinementSettings(passes=args.refine_passes, mode=args.refine_mode,
+                                    angle_step=args.refine_angle_step,
+                                    max_shift=args.refine_max_shift,
+                                    search_size=args.refine_search_size)
+    refinement.check()
+    return refinement
 
 
 def settings_from_args(args):
@@ -88,7 +124,8 @@ def settings_from_args(args):
                                 feature_size=args.feature_size, learning_rate=args.lr,
                                 seed=args.seed, augmentations=augmentations)
     return ClassificationSettings(args.classes, args.working_size, args.align_iterations,
-                                  args.feature_rotations, training)
+                                  args.feature_rotations, training,
+                                  refinement_from_args(args), args.class_order)
 
 
 def stack_sampling_rate(path):

@@ -7,7 +7,7 @@ import tempfile
 
 import numpy as np
 
-from . import alignment, clustering, contrastive
+from . import alignment, clustering, contrastive, ranking, refine
 from .io import InputError, write_stack, write_table
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,10 @@ class ClassificationSettings:
     feature_rotations: int = 8
     training: contrastive.TrainingSettings = dataclasses.field(
         default_factory=contrastive.TrainingSettings)
+    # Refinement and ranking after the clustering (engine/refine.py, engine/ranking.py)
+    refinement: refine.RefinementSettings = dataclasses.field(
+        default_factory=refine.RefinementSettings)
+    class_order: str = "size"
 
 
 @dataclasses.dataclass
@@ -34,6 +38,8 @@ class Classification:
     losses: list = dataclasses.field(default_factory=list)  # per epoch
     encoder: object = None    # the trained torch module
     working_size: int = 0
+    scores: list = dataclasses.field(default_factory=list)      # ranking.ClassScore per class
+    refinement: list = dataclasses.field(default_factory=list)  # per refinement pass
 
 
 def classify(paths, settings, out_dir, device=None, ctf=None, initial_encoder=None):
@@ -68,7 +74,14 @@ def classify(paths, settings, out_dir, device=None, ctf=None, initial_encoder=No
         labels, centres = clustering.kmeans(features, settings.n_classes,
                                             seed=settings.training.seed, device=device)
         logger.info("class sizes: %s", np.bincount(labels, minlength=settings.n_classes + 1)[1:])
-        result = _align_classes(working, stacks, labels, features, centres, settings, device, ctf)
+        if settings.refinement.passes > 0:
+            result = refine.refine_classification(working, stacks, labels, features, settings,
+                                                  device, ctf)
+        else:
+            result = _align_classes(working, stacks, labels, features, centres, settings, device,
+                                    ctf)
+        result = ranking.rank_classes(result, stacks, settings.n_classes, settings.class_order,
+                                      device, ctf)
     finally:
         if os.path.exists(working_path):
             os.remove(working_path)
@@ -134,7 +147,8 @@ def _average_full_size(stacks, labels, angles, shifts, weights, n_classes, devic
 
 
 def write_results(result, out_dir, sampling_rate=None, metadata=None):
-    """classes.csv, alignment.csv, averages.mrcs, encoder.pt and model.json."""
+    """classes.csv, alignment.csv, averages.mrcs, class_scores.csv, encoder.pt and
+    model.json."""
     n = len(result.labels)
     write_table(os.path.join(out_dir, "classes.csv"), ["index", "class"],
                 ({"index": i, "class": int(result.labels[i])} for i in range(n)))
@@ -145,6 +159,7 @@ def write_results(result, out_dir, sampling_rate=None, metadata=None):
                   "shift_y": "%.3f" % result.shifts[i, 1], "weight": "%.5f" % result.weights[i]}
                  for i in range(n)))
     write_stack(os.path.join(out_dir, "averages.mrcs"), result.averages, sampling_rate)
+    ranking.write_scores(result.scores, out_dir, sampling_rate)
     contrastive.save_encoder(result.encoder, out_dir, dict(
         metadata or {}, working_size=int(result.working_size),
         feature_size=int(result.features.shape[1]),
