@@ -166,10 +166,10 @@ def _read(working, indices, device):
 
 def refine(working, labels, n_classes, settings, device=None, references=None, seed=0):
     """Refine the classes `labels` (1..K, 0 for none) of the working stack
-    (n, size, size). Starts from the averages of the classes, unaligned
-    (particles of one contrastive class share their view, not their in-plane
-    angle: the first pass aligns them to their seed average), or from
-    `references` (K, size, size) when given. Returns a `Refined`."""
+    (n, size, size). Starts from a seed average per class (its first 200
+    members aligned to the first of them: particles of one contrastive class
+    share their view, not their in-plane angle), or from `references`
+    (K, size, size) when given. Returns a `Refined`."""
     import torch
     settings.check()
     n, size = len(working), working.shape[-1]

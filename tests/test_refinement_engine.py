@@ -1,0 +1,100 @@
+"""Engine tests of the refinement after the contrastive start (multi-reference
+alignment, reseeding) and of the class scores, on simulated particles whose
+views are known."""
+import types
+
+import numpy as np
+import pytest
+
+from cryoprune_scipion.engine import ranking, refine, simulate
+from cryoprune_scipion.engine.io import InputError
+from cryoprune_scipion.engine.metrics import clustering_accuracy
+
+BOX = 32
+PIXEL_SIZE = 4.0
+DIRECTIONS = [(0.0, 0.0), (40.0, 60.0), (200.0, 90.0)]
+
+
+def views_stack(n, snr, seed=0):
+    """Normalised particles of three views (random in-plane angle and shift)."""
+    images, labels, _, _, _ = simulate.simulate_particle_stack(
+        simulate.asymmetric_tetramer(), DIRECTIONS, n, box=BOX, pixel_size=PIXEL_SIZE,
+        snr=snr, max_shift=1.5, defocus_range=(0.5, 0.5), seed=seed)
+    images = images - images.mean(axis=(1, 2), keepdims=True)
+    return (images / images.std(axis=(1, 2), keepdims=True)).astype(np.float32), labels
+
+
+def settings(**changes):
+    values = dict(passes=4, angle_step=10.0, search_size=BOX, batch=64)
+    values.update(changes)
+    return refine.RefinementSettings(**values)
+
+
+def test_window_correlation_equals_the_fft_surface():
+    import torch
+    generator = torch.Generator().manual_seed(0)
+    references = torch.randn(2, 24, 24, generator=generator)
+    particles = torch.randn(3, 24, 24, generator=generator)
+    search = refine.Search(references, 30.0, 3.0)
+    spectra = torch.fft.rfft2(refine._normalise(particles, search.mask))
+    surface = torch.fft.irfft2(spectra[:, None] * search.spectra[None], s=(24, 24))
+    rows = search.offsets % 24
+    expected = surface[..., rows, :][..., rows].reshape(search.correlations(particles).shape)
+    assert torch.allclose(search.correlations(particles), expected, atol=1e-6)
+
+
+def test_refinement_raises_accuracy_at_low_snr():
+    images, truth = views_stack(240, snr=0.1)
+    rng = np.random.default_rng(1)
+    start = truth + 1
+    wrong = rng.random(len(start)) < 0.45  # a poor start: 45 % scrambled
+    start[wrong] = rng.integers(1, 4, wrong.sum())
+    before = clustering_accuracy(truth, start)
+    refined = refine.refine(images, start, 3, settings(mode="hard"))
+    after = clustering_accuracy(truth, refined.labels)
+    assert after >= before + 0.15 and after >= 0.85
+    assert refined.averages.shape == (3, BOX, BOX)
+    assert refined.history and {"changed", "mean_correlation", "seconds"} <= set(
+        refined.history[0])
+    soft = refine.refine(images, start, 3, settings(mode="soft"))
+    assert clustering_accuracy(truth, soft.labels) >= before + 0.15
+
+
+def test_reseeding_fills_an_empty_class():
+    images, truth = views_stack(180, snr=1.0, seed=2)
+    start = np.where(truth == 2, 1, truth + 1)  # views 1 and 3 merged, class 3 empty
+    start[truth == 1] = 2
+    assert np.bincount(start, minlength=4)[3] == 0
+    refined = refine.refine(images, start, 3, settings(passes=5))
+    sizes = np.bincount(refined.labels, minlength=4)[1:]
+    assert sizes.min() >= 30
+    assert any(h["reseeded"] for h in refined.history)
+    assert clustering_accuracy(truth, refined.labels) >= 0.9
+
+
+def test_frc_ranks_a_clean_class_above_a_noise_class():
+    rng = np.random.default_rng(3)
+    clean = simulate.project(simulate.asymmetric_tetramer(),
+                             simulate.rotation_matrix(0, 60, 0), BOX, PIXEL_SIZE)
+    signal = np.stack([simulate.add_noise(clean, 0.5, rng) for _ in range(80)])
+    noise = rng.normal(size=(80, BOX, BOX)).astype(np.float32)
+    stack = np.concatenate([noise, signal])  # the noise class first
+    labels = np.repeat([1, 2], 80)
+    n = len(stack)
+    result = types.SimpleNamespace(labels=labels, angles=np.zeros(n), shifts=np.zeros((n, 2)),
+                                   weights=np.ones(n), averages=np.zeros((2, BOX, BOX)))
+    ranked = ranking.rank_classes(result, [stack], 2, order="resolution")
+    assert ranked.scores[0].resolution < ranked.scores[1].resolution
+    assert ranked.scores[0].resolution < 6  # px per cycle: detail of the clean class
+    assert np.all(ranked.labels[80:] == 1)  # the clean class is now class 1
+    by_size = ranking.rank_classes(result, [stack], 2, order="size")
+    assert [s.particles for s in by_size.scores] == [80, 80]
+    with pytest.raises(InputError):
+        ranking.rank_classes(result, [stack], 2, order="colour")
+
+
+def test_bad_refinement_settings_are_input_errors():
+    with pytest.raises(InputError, match="mode"):
+        settings(mode="fuzzy").check()
+    with pytest.raises(InputError, match="angle step"):
+        settings(angle_step=120).check()
