@@ -7,6 +7,9 @@ MODELS_DIR_VAR = "CRYOPRUNE_MODELS"
 # Extra attributes stored on set items
 SCORE_ATTR = "_cryopruneScore"
 CLASS_ATTR = "_cryopruneClass"
+# ... on 2D classes (issue 11): half-set FRC resolution (A) and mean alignment correlation
+RESOLUTION_ATTR = "_cryopruneResolution"
+CORRELATION_ATTR = "_cryopruneMeanCorrelation"
 
 # Choices of the YOLO training form
 YOLO_FAMILIES = ["yolov8", "yolo11"]

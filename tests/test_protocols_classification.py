@@ -81,6 +81,25 @@ class TestContrastive2D(BaseTest):
         self.launchProtocol(subset)
         self.assertEqual(subset.output.getSize(), max(sizes))
 
+    def test_ranked_classes_and_good_subset(self):
+        """Refined classes ordered by resolution, scores on the classes, and
+        the particles of the classes under the resolution threshold."""
+        from cryoprune_scipion.constants import CORRELATION_ATTR, RESOLUTION_ATTR
+        prot = self.newProtocol(CryoPruneProtContrastive2D, numberOfClasses=2, epochs=2,
+                                batchSize=32, workingSize=48, phaseFlip=False,
+                                refinePasses=2, classOrder=1, subsetResolution=1000.0,
+                                useGpu=False, numberOfThreads=1)
+        prot.inputParticles.set(self.importProt)
+        prot.inputParticles.setExtended("outputParticles")
+        self.launchProtocol(prot)
+        resolutions = []
+        for classItem in prot.outputClasses.iterItems(orderBy="id"):
+            resolutions.append(getattr(classItem, RESOLUTION_ATTR).get())
+            self.assertGreater(getattr(classItem, CORRELATION_ATTR).get(), 0)
+        self.assertEqual(resolutions, sorted(resolutions))  # class 1 the best
+        self.assertTrue(os.path.isfile(prot._getExtraPath("class_scores.csv")))
+        self.assertEqual(prot.outputParticles.getSize(), N_PARTICLES)  # every class kept
+
     def test_transform_round_trip(self):
         angle, shiftX, shiftY = transformToAlignment(alignmentToTransform(250.5, 1.25, -3.0))
         self.assertAlmostEqual(angle, 250.5, places=5)

@@ -6,13 +6,16 @@ from pyworkflow import BETA
 from pwem.protocols import ProtClassify2D
 
 from .. import Plugin
-from ..constants import MODEL_METADATA
+from ..constants import CORRELATION_ATTR, MODEL_METADATA, RESOLUTION_ATTR
 from ..convert import (MRC_STACK_SUFFIXES, alignmentToTransform, readAlignmentCsv,
                        writeParticleCtfCsv, writeParticleStack)
 from ..objects import CryoPruneEncoderModel
 
 OUTPUT_CLASSES = "outputClasses"
 OUTPUT_ENCODER = "outputEncoder"
+OUTPUT_SUBSET = "outputParticles"  # particles of the classes above the score threshold
+REFINE_MODES = ["hard", "soft"]
+CLASS_ORDERS = ["size", "resolution"]
 
 
 class CryoPruneProtContrastive2D(ProtClassify2D):
@@ -25,7 +28,8 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
     _label = "contrastive 2D classification"
     _devStatus = BETA
     _possibleOutputs = {OUTPUT_CLASSES: "SetOfClasses2D",
-                        OUTPUT_ENCODER: CryoPruneEncoderModel}
+                        OUTPUT_ENCODER: CryoPruneEncoderModel,
+                        OUTPUT_SUBSET: "SetOfParticles"}
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
@@ -91,7 +95,35 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
                            "average and averaging them again.")
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
                       label="Random seed")
+        self._defineRefinementParams(form)
         form.addParallelSection(threads=2, mpi=0)
+
+    def _defineRefinementParams(self, form):
+        """Refinement by multi-reference alignment and ranked classes (issue 11)."""
+        form.addSection(label="Refinement")
+        form.addParam("refinePasses", params.IntParam, default=6,
+                      validators=[params.GE(0)], label="Refinement passes",
+                      help="Passes that align every particle to every class average "
+                           "(rotation and shift, in Fourier space), move it to the best "
+                           "class and average again; empty or tiny classes are reseeded "
+                           "by splitting the largest. Stops earlier when the classes "
+                           "settle. 0: keep the clustering's classes.")
+        form.addParam("refineMode", params.EnumParam, choices=REFINE_MODES, default=0,
+                      label="Assignment",
+                      help="hard: each particle to its best class; soft: weighted over "
+                           "the classes by maximum-likelihood posteriors.")
+        form.addParam("refineAngleStep", params.FloatParam, default=6.0,
+                      validators=[params.Range(1, 90)], label="Angular step (deg)",
+                      expertLevel=params.LEVEL_ADVANCED)
+        form.addParam("classOrder", params.EnumParam, choices=CLASS_ORDERS, default=0,
+                      label="Order classes by",
+                      help="size: class 1 the largest; resolution: class 1 the one whose "
+                           "two half-set averages agree to the finest detail (FRC 0.5).")
+        form.addParam("subsetResolution", params.FloatParam, default=0.0,
+                      validators=[params.GE(0)], label="Keep classes better than (A)",
+                      help="Also output the particles of the classes whose half-set FRC "
+                           "resolution is this or better (a smaller number). 0: no "
+                           "subset.")
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -133,6 +165,7 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
         if self.initialEncoder.get() is not None:
             args.append("--initial-encoder %s"
                         % os.path.abspath(self.initialEncoder.get().getFileName()))
+        args += self._refinementArgs()
         Plugin.runCryoprune(self, "classify2d", " ".join(args))
 
     def createOutputStep(self):
@@ -145,9 +178,12 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
             particle.setTransform(alignmentToTransform(row["angle"], row["shift_x"],
                                                        row["shift_y"]))
 
+        scores = self._readClassScores()
+
         def updateClass(classItem):
             classItem.setAlignment2D()
             classItem.getRepresentative().setLocation(classItem.getObjId(), averages)
+            self._setClassScores(classItem, scores)
 
         classes = self._createSetOfClasses2D(particles)
         classes.classifyItems(updateItemCallback=updateParticle,
@@ -159,6 +195,7 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
         self._defineOutputs(**{OUTPUT_CLASSES: classes, OUTPUT_ENCODER: encoder})
         self._defineSourceRelation(particles, classes)
         self._defineSourceRelation(particles, encoder)
+        self._createSubsetOutput(classes)
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):
@@ -207,6 +244,40 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
         return ["Yan2022CLClustering", "Tang2024SimcryoCluster"]
 
     # --------------------------- UTILS functions -----------------------------
+    def _refinementArgs(self):
+        return ["--refine-passes %d" % self.refinePasses,
+                "--refine-mode %s" % REFINE_MODES[self.refineMode.get()],
+                "--refine-angle-step %s" % self.refineAngleStep,
+                "--class-order %s" % CLASS_ORDERS[self.classOrder.get()]]
+
+    def _readClassScores(self):
+        from ..engine.ranking import SCORES_FILE, read_scores
+        path = self._getExtraPath(SCORES_FILE)
+        return read_scores(path) if os.path.isfile(path) else {}
+
+    @staticmethod
+    def _setClassScores(classItem, scores):
+        from pyworkflow.object import Float
+        row = scores.get(classItem.getObjId())
+        if row is not None:
+            setattr(classItem, RESOLUTION_ATTR, Float(row["resolution"]))
+            setattr(classItem, CORRELATION_ATTR, Float(row["mean_correlation"]))
+
+    def _createSubsetOutput(self, classes):
+        """The particles of the classes at or better than subsetResolution."""
+        threshold = self.subsetResolution.get()
+        if not threshold:
+            return
+        scores = self._readClassScores()
+        good = {k for k, row in scores.items() if row["resolution"] <= threshold}
+        subset = self._createSetOfParticles()
+        subset.copyInfo(self.inputParticles.get())
+        for classItem in classes.iterItems():
+            if classItem.getObjId() in good:
+                for particle in classItem.iterItems():
+                    subset.append(particle.clone())
+        self._defineOutputs(**{OUTPUT_SUBSET: subset})
+        self._defineSourceRelation(self.inputParticles, subset)
     def _getParticleStack(self):
         return self._getTmpPath("particles.mrcs")
 
