@@ -1,5 +1,11 @@
 """2D classification benchmark on simulated particles of known view.
 
+Rows added for issue 11: contrastive_refined (the same start, then the
+refinement by multi-reference alignment of engine/refine.py, --passes) and
+alignment_kmeans / alignment_ml (reference-free iterative alignment to class
+averages from random seeds, hard or maximum-likelihood weights, written for
+the benchmark in alignment_baseline.py).
+
 Sets: the asymmetric tetramer seen from 10 directions (random in-plane
 rotations, shifts up to 3 px, CTF with defocus 1.0-2.5 um) at SNR 1, 0.1,
 0.05, 0.02, and a mixture of two molecules (tetramer and barrel, 5 views
@@ -32,18 +38,24 @@ SETS = {"snr1": (1.0, False), "snr0.1": (0.1, False), "snr0.05": (0.05, False),
 ASPIRE_PYTHON = "/work/bench-venvs/aspire/bin/python"
 
 
-def run_contrastive(images, defoci, folder, epochs, seed):
-    from cryoprune_scipion.engine import classify2d, contrastive
+def run_contrastive(images, defoci, folder, epochs, seed, passes=0):
+    from cryoprune_scipion.engine import classify2d, contrastive, refine
     from cryoprune_scipion.engine.io import write_stack
     path = os.path.join(folder, "particles.mrcs")
     write_stack(path, images, common.PIXEL_SIZE)
     settings = classify2d.ClassificationSettings(
-        K, working_size=64, training=contrastive.TrainingSettings(epochs=epochs, seed=seed))
+        K, working_size=64, training=contrastive.TrainingSettings(epochs=epochs, seed=seed),
+        refinement=refine.RefinementSettings(passes=passes))
     start = time.time()
     result = classify2d.classify([path], settings, folder, ctf=common.ctf_of(defoci))
     seconds = time.time() - start
     averages = {k: result.averages[k - 1] for k in range(1, K + 1)}
-    return result.labels, averages, seconds, {"final_loss": result.losses[-1]}
+    extra = {"final_loss": result.losses[-1], "refinement": result.refinement}
+    if result.scores:
+        extra["class_scores"] = [{"particles": c.particles, "resolution_A": c.resolution *
+                                  common.PIXEL_SIZE, "mean_correlation": c.mean_correlation}
+                                 for c in result.scores]
+    return result.labels, averages, seconds, extra
 
 
 def run_baseline(method, flipped, seed):
@@ -83,7 +95,7 @@ def run_aspire(flipped, labels_true, clean, folder, seed):
         "neighbour_purity": purity, "partition": "k-means on ASPIRE bispectrum features"}
 
 
-def evaluate(name, methods, n, epochs, seed):
+def evaluate(name, methods, n, epochs, seed, passes=6):
     snr, mixture = SETS[name]
     images, labels_true, defoci, clean = common.simulate_set(snr, n, seed, mixture, K)
     flipped = common.phase_flipped(images, defoci)
@@ -93,6 +105,16 @@ def evaluate(name, methods, n, epochs, seed):
             if method == "contrastive":
                 labels, averages, seconds, extra = run_contrastive(images, defoci, folder,
                                                                    epochs, seed)
+            elif method == "contrastive_refined":
+                labels, averages, seconds, extra = run_contrastive(images, defoci, folder,
+                                                                   epochs, seed, passes)
+            elif method in ("alignment_kmeans", "alignment_ml"):
+                import alignment_baseline
+                start = time.time()
+                labels = alignment_baseline.classify(
+                    flipped, K, seed, mode=method.split("_")[1])
+                seconds = time.time() - start
+                averages, extra = common.class_averages(flipped, labels), {}
             elif method == "aspire":
                 try:
                     labels, correlations, seconds, extra = run_aspire(
@@ -122,6 +144,8 @@ def main():
     parser.add_argument("--timing", type=int, metavar="N",
                         help="instead: time each method once on N particles at SNR 0.05")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--passes", type=int, default=6,
+                        help="refinement passes of the contrastive_refined row")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     import torch
@@ -133,7 +157,7 @@ def main():
     runs = [("timing_%d" % args.timing, "snr0.05", args.timing)] if args.timing else \
         [(name, name, args.n) for name in args.sets]
     for key, name, n in runs:
-        entry = evaluate(name, args.methods, n, args.epochs, args.seed)
+        entry = evaluate(name, args.methods, n, args.epochs, args.seed, args.passes)
         entry["epochs"] = args.epochs
         results.setdefault(key, {"rows": {}})
         results[key].update({k: v for k, v in entry.items() if k != "rows"})

@@ -5,7 +5,11 @@
 import json
 import sys
 
-NAMES = {"contrastive": "this method (contrastive + k-means++ + Fourier alignment)",
+NAMES = {"contrastive_refined": "this method, refined (contrastive start + multi-reference "
+                                "alignment)",
+         "contrastive": "contrastive + k-means++ + Fourier alignment (no refinement)",
+         "alignment_kmeans": "alignment-based, reference-free (random seeds, hard)",
+         "alignment_ml": "alignment-based, reference-free (random seeds, ML weights)",
          "pca_kmeans": "PCA + k-means, raw pixels",
          "polar_fourier_kmeans": "k-means, polar Fourier magnitudes",
          "aspire": "ASPIRE RIR bispectrum (k-means) / class averages"}
