@@ -5,11 +5,13 @@ Torch and ultralytics are imported lazily inside steps and the engine: an
 import error at this level would silently hide the whole plugin from Scipion.
 """
 import os
+import shutil
+import subprocess
 import sys
 
 import pwem
 
-from .constants import MODELS_DIR_VAR, PYTHON_VAR
+from .constants import BASE_PRUNER_DIR, MODEL_WEIGHTS, MODELS_DIR_VAR, PYTHON_VAR
 
 __version__ = "0.1.0"
 _logo = "cryoprune_logo.png"
@@ -28,8 +30,9 @@ class Plugin(pwem.Plugin):
                                    "torch and ultralytics installed; the protocols "
                                    "run `PYTHON -m cryoprune_scipion.cli` as their jobs")
         cls._defineEmVar(MODELS_DIR_VAR, "cryoprune-models",
-                         description="Folder with local initial weights (for example "
-                                     "ImageNet backbones); nothing is downloaded at run time")
+                         description="Folder with local initial weights: ImageNet "
+                                     "backbones and the base pruner (base-pruner/); "
+                                     "nothing is downloaded at run time")
 
     @classmethod
     def getEnviron(cls):
@@ -50,21 +53,63 @@ class Plugin(pwem.Plugin):
         return cls.getVar(PYTHON_VAR)
 
     @classmethod
+    def getBasePrunerDir(cls, backbone):
+        """The base pruner of a backbone, made by `cryoprune base-pruner`."""
+        return cls.getModelsDir(BASE_PRUNER_DIR, backbone)
+
+    @classmethod
     def runCryoprune(cls, protocol, command, arguments, **kwargs):
-        """Run one `cryoprune COMMAND ...` step as a Scipion job, on the GPUs
-        Scipion assigns to the step (its %(GPU)s pattern) or on the CPU."""
-        device = "%(GPU)s" if protocol.usesGpu() else "cpu"
-        protocol.runJob(cls.getProgram(), "-m cryoprune_scipion.cli %s %s --device %s"
-                        % (command, arguments, device), env=cls.getEnviron(), **kwargs)
+        """Run one `cryoprune COMMAND ...` step as a Scipion job: with Use GPU
+        on the GPUs Scipion assigns to the step (its %(GPU)s pattern), or on
+        the CPU with a warning in the log when they are not there; otherwise
+        on the CPU. Jobs write only in the protocol's own folders (and the
+        plugin's model folder), so they may replace what an earlier try of
+        the step left there."""
+        device = "%(GPU)s --cpu-fallback" if protocol.usesGpu() else "cpu"
+        protocol.runJob(cls.getProgram(), "-m cryoprune_scipion.cli %s %s --device %s "
+                        "--overwrite" % (command, arguments, device),
+                        env=cls.getEnviron(), **kwargs)
+
+    @classmethod
+    def hasGpu(cls):
+        """Whether this machine has an NVIDIA GPU, found without importing
+        torch: the driver's entries in /proc, else `nvidia-smi -L`."""
+        gpus = "/proc/driver/nvidia/gpus"
+        if os.path.isdir(gpus) and os.listdir(gpus):
+            return True
+        smi = shutil.which("nvidia-smi")
+        if smi is None:
+            return False
+        try:
+            listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return listing.returncode == 0 and "GPU" in listing.stdout
+
+    @classmethod
+    def gpuWarnings(cls, protocol):
+        """Tell the user before the run that jobs asked to use the GPU will
+        run on the CPU (see runCryoprune). Jobs sent to a queue run on other
+        machines, so this one's GPUs do not matter then."""
+        if protocol.usesGpu() and not protocol.useQueue() and not cls.hasGpu():
+            return ["Use GPU is on but this machine has no GPU: the jobs will run on "
+                    "the CPU, slowly. Set Use GPU to No to silence this."]
+        return []
 
     @classmethod
     def defineBinaries(cls, env):
-        """The model package: ImageNet ResNet weights for the pruning
-        classifier, fetched once at install time by `scipion3 installb`."""
+        """The model package, made once by `scipion3 installb
+        cryoprune-models`: the base pruner, pretrained on simulated windows
+        (about a minute on a CPU, no download), then ImageNet ResNet-18
+        weights for the pruning classifier, fetched from the internet."""
         modelsDir = cls.getModelsDir()
         fetch = ("%s -c \"import torchvision as tv, os; os.environ['TORCH_HOME']='%s'; "
                  "tv.models.resnet18(weights='IMAGENET1K_V1')\""
                  % (cls.getProgram(), modelsDir))
+        baseDir = cls.getBasePrunerDir("resnet18")
+        base = ("%s -m cryoprune_scipion.cli base-pruner --out %s --threads %d --device cpu "
+                "--overwrite" % (cls.getProgram(), baseDir, os.cpu_count() or 1))
         env.addPackage("cryoprune-models", version="1.0", tar="void.tgz",
-                       commands=[(fetch, os.path.join(modelsDir, "hub", "checkpoints"))],
+                       commands=[(base, os.path.join(baseDir, MODEL_WEIGHTS)),
+                                 (fetch, os.path.join(modelsDir, "hub", "checkpoints"))],
                        neededProgs=[], default=False)

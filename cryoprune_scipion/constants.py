@@ -18,3 +18,7 @@ YOLO_SIZES = ["n", "s", "m", "l", "x"]
 # Files that a trained model folder holds next to its weights
 MODEL_WEIGHTS = "model.pt"
 MODEL_METADATA = "model.json"
+
+# Subfolder of the plugin's model folder where `cryoprune base-pruner` keeps the
+# base pruner of each backbone
+BASE_PRUNER_DIR = "base-pruner"

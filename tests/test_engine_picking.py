@@ -56,22 +56,23 @@ def test_coordinates_survive_yolo_labels_within_one_pixel(tmp_path, shape, worki
 
 
 def test_micrographs_without_coordinates_are_skipped(tmp_path):
+    mics = [str(tmp_path / (stem + ".mrc")) for stem in "abc"]
+    write_micrograph(mics[0], np.zeros((20, 20)))
     write_table(str(tmp_path / "a.csv"), ["x", "y"], [{"x": 5, "y": 6}])
     write_table(str(tmp_path / "b.csv"), ["x", "y"], [])
-    labelled, skipped, classes = read_training_coordinates(
-        ["/data/a.mrc", "/data/b.mrc", "/data/c.mrc"], str(tmp_path))
-    assert list(labelled) == ["/data/a.mrc"] and len(skipped) == 2
+    labelled, skipped, classes = read_training_coordinates(mics, str(tmp_path))
+    assert list(labelled) == mics[:1] and len(skipped) == 2
     assert classes == ["particle"]
 
 
 def test_bad_training_input_is_refused_with_a_message(tmp_path):
+    path = str(tmp_path / "a.mrc")
     with pytest.raises(InputError, match="no coordinates for any of the 1 micrographs"):
-        read_training_coordinates(["/data/a.mrc"], str(tmp_path))
+        read_training_coordinates([path], str(tmp_path))
+    write_micrograph(path, np.zeros((100, 100)))
     write_table(str(tmp_path / "a.csv"), ["x", "y", "class"], [{"x": 5, "y": 6, "class": "tilted"}])
     with pytest.raises(InputError, match="class tilted are not among the classes top,side"):
-        read_training_coordinates(["/data/a.mrc"], str(tmp_path), ["top", "side"])
-    path = str(tmp_path / "a.mrc")
-    write_micrograph(path, np.zeros((100, 100)))
+        read_training_coordinates([path], str(tmp_path), ["top", "side"])
     with pytest.raises(InputError, match="box size 300 px does not fit micrograph"):
         write_yolo_dataset({path: [{"x": 50, "y": 50}]}, ["particle"], 300,
                            PreprocessSettings(working_size=0), str(tmp_path / "d"))

@@ -13,8 +13,8 @@ import pyworkflow.object as pwobj
 from pyworkflow.tests import BaseTest, setupTestProject
 from pyworkflow.viewer import DESKTOP_TKINTER
 from pwem import Domain
-from pwem.objects import Coordinate, Micrograph, SetOfCoordinates
-from pwem.protocols import ProtImportCoordinates, ProtImportMicrographs
+from pwem.objects import Micrograph, SetOfCoordinates
+from pwem.protocols import ProtImportMicrographs
 
 from cryoprune_scipion.constants import CLASS_ATTR, SCORE_ATTR
 from cryoprune_scipion.convert import (coordinatesPath, linkMicrographs,
@@ -30,6 +30,7 @@ from cryoprune_scipion.protocols import (CryoPruneProtPickerOptimizer,
 from cryoprune_scipion.protocols.protocol_pruner_training import INIT_SCRATCH
 from cryoprune_scipion.viewers.viewer_yolo import (CryoPruneYoloTrainingViewer,
                                                    plotTrainingMetrics)
+from coordinate_import import import_coordinates
 
 SHAPE = (384, 512)          # rows, columns
 PIXEL_SIZE = 4.0            # A/px: the barrel is about 37 px across
@@ -83,27 +84,12 @@ class TestYoloPicking(BaseTest):
 
     @classmethod
     def _importCoordinates(cls, mics, names, view):
-        """Coordinates of one view on the named micrographs, imported from a
-        Scipion sqlite file (the import needs no other plugin)."""
-        path = cls.getOutputPath("coordinates_%s_%d_%s.sqlite"
-                                 % (view, mics.getObjId(), "_".join(names) or "none"))
-        coordSet = SetOfCoordinates(filename=path)
-        coordSet.setBoxSize(BOX_SIZE)
-        for mic in mics:
+        """Coordinates of one view on the named micrographs."""
+        def centres(mic):
             stem = os.path.splitext(mic.getMicName())[0]
-            for particle in cls.particles[stem] if stem in names else []:
-                if particle["view"] == view:
-                    coord = Coordinate()
-                    coord.setMicrograph(mic)
-                    coord.setPosition(round(particle["x"]), round(particle["y"]))
-                    coordSet.append(coord)
-        coordSet.write()
-        coordSet.close()
-        prot = cls.newProtocol(ProtImportCoordinates,
-                               importFrom=ProtImportCoordinates.IMPORT_FROM_SCIPION,
-                               filesPath=path, inputMicrographs=mics, boxSize=BOX_SIZE,
-                               objLabel="import %s" % view)
-        return cls.launchProtocol(prot)
+            return [(particle["x"], particle["y"]) for particle in cls.particles[stem]
+                    if particle["view"] == view] if stem in names else []
+        return import_coordinates(cls, mics, centres, BOX_SIZE, "import %s" % view)
 
     def _newTraining(self, coordinateImports=None, **kwargs):
         values = dict(inputMicrographs=self.allMics, classNames=",".join(VIEWS),

@@ -5,8 +5,7 @@ import os
 import numpy as np
 import pyworkflow.object as pwobj
 from pyworkflow.tests import BaseTest, setupTestProject
-from pwem.objects import Coordinate, SetOfCoordinates
-from pwem.protocols import ProtImportCoordinates, ProtImportMicrographs, ProtImportParticles
+from pwem.protocols import ProtImportMicrographs, ProtImportParticles
 
 from cryoprune_scipion.constants import CLASS_ATTR, SCORE_ATTR
 from cryoprune_scipion.engine.io import write_micrograph, write_stack
@@ -14,6 +13,7 @@ from cryoprune_scipion.engine.simulate import simulate_micrograph
 from cryoprune_scipion.engine.windows import extract_windows
 from cryoprune_scipion.protocols import (CryoPruneProtPickerOptimizer,
                                          CryoPruneProtPickerOptimizerTraining)
+from coordinate_import import import_coordinates
 
 SHAPE = (384, 512)
 PIXEL_SIZE = 4.0           # the barrel is about 37 px across
@@ -57,27 +57,16 @@ class TestPickerOptimizer(BaseTest):
 
     @classmethod
     def importCoordinates(cls, names, kinds, label):
-        path = cls.getOutputPath("%s.sqlite" % label)
-        coordSet = SetOfCoordinates(filename=path)
-        coordSet.setBoxSize(BOX_SIZE)
-        truth = []
-        for mic in cls.mics:
+        """The import of the named micrographs' centres of `kinds`, and
+        whether each coordinate is a particle, in the order of the set."""
+        def centres(mic):
             stem = os.path.splitext(mic.getMicName())[0]
-            for kind in kinds if stem in names else []:
-                for x, y in cls.centres[stem][kind]:
-                    coord = Coordinate()
-                    coord.setMicrograph(mic)
-                    coord.setPosition(round(x), round(y))
-                    coordSet.append(coord)
-                    truth.append(kind == "particle")
-        coordSet.write()
-        coordSet.close()
-        prot = cls.newProtocol(ProtImportCoordinates,
-                               importFrom=ProtImportCoordinates.IMPORT_FROM_SCIPION,
-                               filesPath=path, inputMicrographs=cls.mics,
-                               boxSize=BOX_SIZE, objLabel=label)
-        cls.launchProtocol(prot)
-        return prot, truth
+            return [centre for kind in kinds for centre in cls.centres[stem][kind]
+                    ] if stem in names else []
+        stems = [os.path.splitext(mic.getMicName())[0] for mic in cls.mics]
+        truth = [kind == "particle" for stem in stems if stem in names
+                 for kind in kinds for _ in cls.centres[stem][kind]]
+        return import_coordinates(cls, cls.mics, centres, BOX_SIZE, label), truth
 
     def train(self):
         good, _ = self.importCoordinates(TRAIN, ["particle"], "good")

@@ -117,14 +117,14 @@ def test_initial_weights_from_backbone_file_and_from_earlier_pruner(trained, tmp
 
 
 def test_bad_training_input_is_refused_with_the_item_named():
-    particles = shapes("particle", 6, 0)
+    particles = shapes("particle", pruning.MIN_CLASS_EXAMPLES, 0)
     with pytest.raises(InputError, match="only one class"):
         pruning.Dataset(["particle"], [particles])
     with pytest.raises(InputError, match="'ice' has no examples"):
         pruning.Dataset(["particle", "ice"], [particles, particles[:0]])
     with pytest.raises(InputError, match="different box sizes"):
         pruning.Dataset(["particle", "ice"], [particles, np.zeros((3, 40, 40), np.float32)])
-    broken = shapes("ice", 6, 1)
+    broken = shapes("ice", pruning.MIN_CLASS_EXAMPLES, 1)
     broken[4, 3, 3] = np.nan
     with pytest.raises(InputError, match=r"'ice': windows \[4\]"):
         pruning.train(pruning.Dataset(["particle", "ice"], [particles, broken]),
@@ -173,7 +173,8 @@ def test_cli_contract_train_and_prune(tmp_path):
     assert cli_main(["prune", "--model", str(out / "model.pt"), "--particles",
                      str(tmp_path / "big.mrcs"), "--out", str(scores)]) == 2
     assert cli_main(["prune", "--model", str(out / "model.pt"), "--particles",
-                     str(tmp_path / "big.mrcs"), "--out", str(scores), "--resample"]) == 0
+                     str(tmp_path / "big.mrcs"), "--out", str(scores), "--resample",
+                     "--overwrite"]) == 0
     # One class only: a junk stack may not be named "particle".
     write_stack(str(tmp_path / "particle.mrcs"), shapes("particle", 4, 3))
     assert cli_main(["train-pruner", "--good", str(tmp_path / "good.mrcs"), "--bad",

@@ -9,16 +9,14 @@ Real: EMPIAR-10017 beta-galactosidase (`shared/data/betagal_empiar10017`),
               the border (windows cross the edge, padded with the mean);
   offcentre   a labelled centre shifted by half a particle (54 px), kept
               only if no other label lies within 40 px.
-Simulated: micrographs from `engine.simulate` with ice, carbon edges and
-aggregates, windows at the known particle and junk centres and on empty
-background.
+Simulated windows come from the engine (`engine.base_pruner.simulated_windows`),
+which makes them for the plugin's base pruner.
 """
 import os
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cryoprune_scipion.engine import simulate
 from cryoprune_scipion.engine.io import read_coordinates, read_micrograph
 from cryoprune_scipion.engine.windows import extract_windows
 
@@ -81,37 +79,3 @@ def real_windows(names, per_class, size=64, seed=0, data=DATA):
             out[cls].append(downsample(windows, size))
     return {cls: np.concatenate(w) for cls, w in out.items()}
 
-
-SIM_CLASSES = ["particle", "ice", "carbon", "aggregate", "background"]
-
-
-def simulated_windows(n_micrographs, molecule, snr, box=64, pixel_size=3.0, seed=0):
-    """{class: windows} from simulated 512 x 512 micrographs."""
-    out = {name: [] for name in SIM_CLASSES}
-    junk = ("ice", "ice", "carbon", "aggregate", "aggregate")
-    for i in range(n_micrographs):
-        rng = np.random.default_rng(seed * 100003 + i)
-        mic = simulate.simulate_micrograph((512, 512), 8, pixel_size=pixel_size, snr=snr,
-                                           defocus_um=rng.uniform(1.0, 2.5),
-                                           molecule=molecule, junk=junk,
-                                           seed=seed * 100003 + i)
-        centres = {name: [] for name in SIM_CLASSES}
-        centres["particle"] = [(p["x"], p["y"]) for p in mic.particles]
-        for item in mic.junk:
-            if item["kind"] == "carbon":
-                centres["carbon"] += [(item["x"] + rng.uniform(-box / 4, box / 4),
-                                       rng.uniform(box, 512 - box)) for _ in range(3)]
-            else:
-                centres[item["kind"]].append((item["x"], item["y"]))
-        taken = np.array(centres["particle"] + [(j["x"], j["y"]) for j in mic.junk])
-        carbon_x = max([j["x"] for j in mic.junk if j["kind"] == "carbon"], default=0)
-        for _ in range(200):  # the film may leave little empty ice
-            if len(centres["background"]) == 3:
-                break
-            xy = rng.uniform(box / 2, 512 - box / 2, size=2)
-            if xy[0] > carbon_x + box / 2 and np.min(np.hypot(*(taken - xy).T)) > box:
-                centres["background"].append(tuple(xy))
-        for name, xy in centres.items():
-            if xy:
-                out[name].append(extract_windows(mic.image, np.array(xy), box)[0])
-    return {name: np.concatenate(w) for name, w in out.items()}

@@ -116,6 +116,9 @@ def settings_from_args(args):
         raise InputError("--working-size %d: use 64 to 128 px" % args.working_size)
     if args.temperature <= 0:
         raise InputError("--temperature must be positive, found %g" % args.temperature)
+    if args.epochs == 0 and not args.initial_encoder:
+        raise InputError("--epochs 0 uses an initial encoder as it is; give "
+                         "--initial-encoder DIR/encoder.pt or --epochs 1 or more")
     augmentations = Augmentations(rotation=args.rotation, flip=args.flip,
                                   shift=args.max_shift, noise=args.noise,
                                   lowpass=args.lowpass, jitter=args.jitter, mask=args.mask)
@@ -145,7 +148,7 @@ def run_classify2d(args):
     n = sum(len(s) for s in contrastive.open_stacks(args.particles))
     if args.initial_encoder:
         read_model_metadata(contrastive.encoder_weights(args.initial_encoder), "encoder")
-    RunOutputs(args, inputs=args.particles + [args.ctf, args.initial_encoder]).folder(
+    out = RunOutputs(args, inputs=args.particles + [args.ctf, args.initial_encoder]).folder(
         args.out, results=CLASSIFICATION_RESULTS, state=CLASSIFICATION_STATE)
     sampling_rate = args.sampling_rate or stack_sampling_rate(args.particles[0])
     ctf = None
@@ -157,7 +160,8 @@ def run_classify2d(args):
                                          spherical_aberration=args.cs,
                                          amplitude_contrast=args.amplitude_contrast)
     result = classify2d.classify(args.particles, settings, args.out, device, ctf,
-                                 args.initial_encoder)
+                                 args.initial_encoder,
+                                 os.path.join(out, CLASSIFICATION_STATE[0]), args.resume)
     classify2d.write_results(result, args.out, sampling_rate, metadata={
         "epochs": args.epochs, "temperature": args.temperature,
         "phase_flipped": bool(ctf), "particles": len(result.labels)})

@@ -9,6 +9,8 @@
   `--resume`.
 - With `--overwrite`, earlier results (and, without `--resume`, earlier
   training state) are removed before the run starts, not after.
+- The training state of a run that completes is removed once its results
+  are written: it served only to resume.
 
 A command declares its outputs before doing any work:
 
@@ -43,6 +45,7 @@ class RunOutputs:
         self.resume = getattr(args, "resume", False)
         self.inputs = {os.path.realpath(p) for p in inputs if p}
         self.results = []
+        self.state = []
         self.made_folders = []
         _runs.append(self)
 
@@ -63,6 +66,7 @@ class RunOutputs:
                                      "--resume to continue it)")
         self._make_writable_folder(folder, path)
         self.results.extend(result_paths)
+        self.state.extend(state_paths)
         return folder
 
     def file(self, path):
@@ -135,5 +139,9 @@ def discard_incomplete():
 
 
 def forget_runs():
-    """Called by `cli.main` when a run completed: its results stay."""
-    _runs.clear()
+    """Called by `cli.main` when a run completed: its results stay, its
+    training state goes."""
+    while _runs:
+        for path in _runs.pop().state:
+            if os.path.lexists(path):
+                _remove(path)

@@ -139,7 +139,7 @@ def run_train(args):
         initial_weights=args.initial_weights, epochs=args.epochs,
         patience=args.patience, batch=args.batch, learning_rate=args.lr, tile=args.tile,
         val_fraction=args.val_fraction, augment=args.augment, class_names=args.classes,
-        gpu_ids=args.gpu_ids, threads=args.threads, seed=args.seed)
+        gpu_ids=args.gpu_ids, threads=args.threads, seed=args.seed, resume=args.resume)
     print("final: " + ", ".join("%s %.3f" % item for item in
                                 metadata["final_metrics"].items()))
 

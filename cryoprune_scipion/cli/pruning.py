@@ -1,17 +1,21 @@
-"""`cryoprune train-pruner` and `prune`: the PickerOptimizer classifier on
-particle stacks."""
+"""`cryoprune train-pruner`, `prune` and `base-pruner`: the PickerOptimizer
+classifier on particle stacks."""
+import dataclasses
 import json
 import logging
 import os
 
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
+from ..engine.base_pruner import BaseRecipe, default_training
 from ..engine.device import add_device_argument
 from ..engine.io import InputError, read_model_metadata, read_stack, replacing
-from .arguments import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from .arguments import (at_least, fraction, non_negative_float, non_negative_int,
+                        positive_float, positive_int)
 from .outputs import RunOutputs, add_output_arguments
 
 PRUNER_RESULTS = [MODEL_WEIGHTS, MODEL_METADATA]
 PRUNER_STATE = ["checkpoint.pt"]
+MIN_BASE_MICROGRAPHS = 10  # with 2 ice blobs and 2 aggregates each, enough of every class
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +66,23 @@ def add_commands(commands):
     add_output_arguments(prune)
     prune.set_defaults(run=run_prune)
 
+    base = commands.add_parser(
+        "base-pruner", help="pretrain a pruner on simulated windows, the starting point "
+                            "of train-pruner when no ImageNet weights are installed")
+    base.add_argument("--out", required=True, metavar="DIR",
+                      help="writes DIR/model.pt and DIR/model.json")
+    base.add_argument("--backbone", default="resnet18")
+    base.add_argument("--micrographs", type=at_least(MIN_BASE_MICROGRAPHS),
+                      default=BaseRecipe.micrographs,
+                      help="simulated 512 x 512 micrographs, about 17 windows each "
+                           "(the default takes about a minute on two CPU cores)")
+    base.add_argument("--epochs", type=positive_int,
+                      default=default_training().epochs)
+    base.add_argument("--threads", type=positive_int, default=1)
+    add_device_argument(base)
+    add_output_arguments(base)
+    base.set_defaults(run=run_base)
+
 
 def junk_class_names(paths):
     """Each --bad stack names its junk class by its file stem."""
@@ -87,18 +108,20 @@ def run_train(args):
     torch.set_num_threads(args.threads)
     device = torch_device(args.gpu_ids)
     classes = [pruning.PARTICLE] + junk_class_names(args.bad)
-    stacks = [read_stack(path) for path in [args.good] + args.bad]
-    if args.initial_weights:
-        check_initial_weights(args.initial_weights)
-    RunOutputs(args, inputs=[args.good, args.initial_weights] + args.bad).folder(
-        args.out, results=PRUNER_RESULTS, state=PRUNER_STATE)
+    dataset = pruning.Dataset(classes, [read_stack(p) for p in [args.good] + args.bad])
     settings = pruning.TrainSettings(
         backbone=args.backbone, input_size=args.input_size, epochs=args.epochs,
         learning_rate=args.lr, batch=args.batch, val_fraction=args.val_fraction,
         aux_weight=args.aux_weight, few_shot=args.few_shot, seed=args.seed,
         augment=args.augment)
-    network, metadata = pruning.train(pruning.Dataset(classes, stacks), settings,
-                                      device, args.initial_weights)
+    settings.validate()
+    if args.initial_weights:
+        check_initial_weights(args.initial_weights)
+    out = RunOutputs(args, inputs=[args.good, args.initial_weights] + args.bad).folder(
+        args.out, results=PRUNER_RESULTS, state=PRUNER_STATE)
+    network, metadata = pruning.train(dataset, settings, device, args.initial_weights,
+                                      checkpoint=os.path.join(out, PRUNER_STATE[0]),
+                                      resume=args.resume)
     pruning.save(network, metadata, args.out)
     validation = metadata.get("validation")
     if validation:
@@ -131,3 +154,21 @@ def run_prune(args):
             logger.info("%d / %d windows scored", start + len(labels), len(stack))
     logger.info("%d of %d windows classified as particles; scores in %s",
                 kept, len(stack), args.out)
+
+
+def run_base(args):
+    import torch
+    from ..engine import base_pruner, pruning
+    from ..engine.device import torch_device
+    torch.set_num_threads(args.threads)
+    device = torch_device(args.gpu_ids)
+    training = dataclasses.replace(default_training(), backbone=args.backbone,
+                                   epochs=args.epochs)
+    training.validate()
+    RunOutputs(args).folder(args.out, results=PRUNER_RESULTS)
+    network, metadata = base_pruner.pretrain(
+        BaseRecipe(micrographs=args.micrographs, training=training), device, logger.info)
+    pruning.save(network, metadata, args.out)
+    logger.info("base pruner written to %s (validation on simulated windows: accuracy "
+                "%.3f)", os.path.join(args.out, MODEL_WEIGHTS),
+                metadata["validation"]["class_accuracy"])

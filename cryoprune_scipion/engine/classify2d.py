@@ -42,10 +42,12 @@ class Classification:
     refinement: list = dataclasses.field(default_factory=list)  # per refinement pass
 
 
-def classify(paths, settings, out_dir, device=None, ctf=None, initial_encoder=None):
+def classify(paths, settings, out_dir, device=None, ctf=None, initial_encoder=None,
+             checkpoint=None, resume=False):
     """Train (or continue) the encoder, cluster its features, align and
     average every class. The memory-mapped working stack lives in `out_dir`
-    while running and is removed at the end."""
+    while running and is removed at the end. `checkpoint` and `resume`: see
+    `contrastive.train_encoder`."""
     stacks = contrastive.open_stacks(paths)
     n = sum(len(s) for s in stacks)
     if settings.n_classes > n:
@@ -68,7 +70,7 @@ def classify(paths, settings, out_dir, device=None, ctf=None, initial_encoder=No
         losses = []
         if settings.training.epochs > 0 or encoder is None:
             encoder, losses = contrastive.train_encoder(working, settings.training, device,
-                                                        encoder)
+                                                        encoder, checkpoint, resume)
         features = contrastive.encode(working, encoder, device=device,
                                       rotations=settings.feature_rotations)
         labels, centres = clustering.kmeans(features, settings.n_classes,

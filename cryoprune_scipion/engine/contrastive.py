@@ -11,13 +11,13 @@ the other particles of the batch.
 import dataclasses
 import logging
 import os
-import time
 
 import numpy as np
 
 from ..constants import MODEL_METADATA
 from .io import InputError, read_model_metadata, read_stack, replacing, write_json
 from .simulate import ctf_from_defocus
+from .training_state import EpochLog, fingerprint, load_state, save_state
 from .windows import downsample_windows
 
 logger = logging.getLogger(__name__)
@@ -271,28 +271,44 @@ def read_batch(stack, indices):
     return batch
 
 
-def train_encoder(stack, settings, device=None, encoder=None, progress=None):
+def train_encoder(stack, settings, device=None, encoder=None, checkpoint=None, resume=False):
     """Train the encoder (and its projection head) on a working stack.
 
     `encoder`: a starting encoder (continued training), else a fresh one.
-    `progress(epoch, loss, seconds)` is called after each epoch, besides the
-    log line. Returns the encoder in evaluation mode and the per-epoch
-    losses."""
+    `checkpoint`: a file where the training state is saved after every
+    epoch; with `resume`, training continues from the state saved there by
+    an interrupted run of the same settings and particles (from the start
+    when there is none). Returns the encoder in evaluation mode and the
+    per-epoch losses."""
     import torch
+    batch = min(settings.batch, len(stack))
+    if batch < 2:
+        raise InputError("contrastive training needs at least 2 particles, found %d" % len(stack))
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
+    run = {"settings": dataclasses.asdict(settings), "particles": _stack_fingerprint(stack),
+           "initial_encoder": fingerprint(*[v.cpu().numpy() for v in
+                                            encoder.state_dict().values()]) if encoder else ""}
+    state = load_state(checkpoint, run) if checkpoint and resume else None
     encoder = (encoder or build_encoder(settings.feature_size)).to(device)
     head = build_head(settings.feature_size).to(device)
     parameters = list(encoder.parameters()) + list(head.parameters())
     optimiser = torch.optim.Adam(parameters, lr=settings.learning_rate, weight_decay=1e-6)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, settings.epochs))
-    batch = min(settings.batch, len(stack))
-    if batch < 2:
-        raise InputError("contrastive training needs at least 2 particles, found %d" % len(stack))
     losses = []
-    for epoch in range(1, settings.epochs + 1):
-        start = time.time()
+    if state:
+        encoder.load_state_dict(state["encoder"])
+        head.load_state_dict(state["head"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        rng.bit_generator.state = state["rng"]
+        generator.set_state(state["generator"])
+        losses = state["losses"]
+        logger.info("resuming from %s: %d of %d epochs done", checkpoint, state["epoch"],
+                    settings.epochs)
+    progress = EpochLog(settings.epochs)
+    for epoch in range(len(losses) + 1, settings.epochs + 1):
         encoder.train()
         head.train()
         order = rng.permutation(len(stack))
@@ -309,11 +325,21 @@ def train_encoder(stack, settings, device=None, encoder=None, progress=None):
             steps += 1
         schedule.step()
         losses.append(total / max(steps, 1))
-        seconds = time.time() - start
-        logger.info("epoch %d/%d  loss %.4f  %.1f s", epoch, settings.epochs, losses[-1], seconds)
-        if progress:
-            progress(epoch, losses[-1], seconds)
+        if checkpoint:
+            save_state(checkpoint, {
+                "run": run, "epoch": epoch, "encoder": encoder.state_dict(),
+                "head": head.state_dict(), "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(), "rng": rng.bit_generator.state,
+                "generator": generator.get_state(), "losses": losses})
+        progress.done(epoch, {"loss": losses[-1]})
     return encoder.eval(), losses
+
+
+def _stack_fingerprint(stack, samples=64):
+    """A fingerprint of a working stack from its shape and a few particles
+    spread over it (hashing all of a large stack would take long)."""
+    picked = np.unique(np.linspace(0, len(stack) - 1, min(len(stack), samples)).astype(int))
+    return fingerprint(np.array(stack.shape), np.asarray(stack[picked]))
 
 
 def encode(stack, encoder, batch=512, device=None, rotations=8, mask=True):

@@ -118,21 +118,34 @@ def write_micrograph(path, image, sampling_rate=None):
 
 def read_coordinates(path):
     """Rows of a coordinate CSV with a header (`x,y[,score][,class]...`), as a
-    list of dicts with x and y as floats."""
-    with open(path, newline="") as f:
+    list of dicts with x and y as finite floats; a header alone is no rows."""
+    # utf-8-sig: spreadsheets save CSV with a byte-order mark before the header
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"x", "y"} <= set(reader.fieldnames):
-            raise InputError("%s: a coordinate file needs a header with columns "
-                             "x and y (and optionally class)" % path)
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                row["x"], row["y"] = float(row["x"]), float(row["y"])
-            except (TypeError, ValueError):
-                raise InputError("%s, line %d: x and y must be numbers, found %r"
-                                 % (path, line, (row.get("x"), row.get("y"))))
-            rows.append(row)
-    return rows
+        try:
+            if reader.fieldnames is None:
+                raise InputError("%s is empty; a coordinate file starts with the header "
+                                 "line x,y (a header alone lists no particles)" % path)
+            if not {"x", "y"} <= set(reader.fieldnames):
+                raise InputError("%s: a coordinate file needs a header with columns x and "
+                                 "y (and optionally class), found %s"
+                                 % (path, ",".join(reader.fieldnames)))
+            return [_coordinate_row(path, reader.line_num, row) for row in reader]
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise InputError("%s, line %d: not a CSV text table (%s)"
+                             % (path, reader.line_num, error)) from error
+
+
+def _coordinate_row(path, line, row):
+    try:
+        x, y = float(row["x"]), float(row["y"])
+    except (TypeError, ValueError):
+        x = y = float("nan")
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise InputError("%s, line %d: x and y must be finite numbers, found %s, %s"
+                         % (path, line, row.get("x"), row.get("y")))
+    row["x"], row["y"] = x, y
+    return row
 
 
 def write_table(path, fieldnames, rows):

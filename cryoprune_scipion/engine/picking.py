@@ -11,27 +11,77 @@ import os
 import random
 import shutil
 import time
+from collections import Counter
 
 import numpy as np
 
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
-from .io import (InputError, micrograph_stem, read_coordinates, read_model_metadata,
-                 replacing, write_json)
+from .coordinates import DUPLICATE_RADIUS, sanitize_coordinates
+from .io import (InputError, micrograph_stem, read_coordinates, read_micrograph,
+                 read_model_metadata, replacing, write_json)
 from .preprocess import PreprocessSettings, preprocess_micrograph_files, save_png
+from .training_state import EpochLog, check_same_run, fingerprint
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CLASS = "particle"
 PICK_FIELDS = ["x", "y", "score", "class"]
+DATASET_DESCRIPTION = "dataset.json"
+FINISHED = "finished"
+# ultralytics' columns of the validation figures
+METRIC_COLUMNS = {"precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
+                  "mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)"}
+
+
+# ultralytics settings that send data away whether or not it thinks it is
+# online: Ultralytics Platform (api_key), the experiment trackers it starts
+# when their package is installed, and usage analytics and error reports
+# (sync; these also wait for the online check, which a process that imported
+# ultralytics before import_yolo may have passed).
+ULTRALYTICS_REPORTING = {"sync": False, "api_key": "", "clearml": False, "comet": False,
+                         "dvc": False, "mlflow": False, "raytune": False,
+                         "tensorboard": False, "wandb": False}
 
 
 def import_yolo():
-    """ultralytics' YOLO class, imported offline: no downloads, update checks
-    or telemetry (ultralytics reads these variables when first imported)."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
+    """ultralytics' YOLO class, kept from opening any network connection.
+
+    YOLO_OFFLINE, read when ultralytics is first imported, makes its online
+    check (a DNS lookup) answer "offline", which turns off the pip update
+    check, package auto-install, analytics and error reports. The reporting
+    settings are changed in memory only: the user's settings.json is left as
+    it is. What no setting reaches is patched: the font check of every
+    training dataset, which asks GitHub for Arial.ttf, and the download of a
+    weights file or dataset that is not here."""
+    os.environ["YOLO_OFFLINE"] = "1"
     os.environ.setdefault("YOLO_VERBOSE", "False")
+    os.environ.pop("ULTRALYTICS_API_KEY", None)  # would stream training to the Platform
     from ultralytics import YOLO
+    from ultralytics.data import utils as data_utils
+    from ultralytics.utils import SETTINGS, checks, downloads, plotting
+    dict.update(SETTINGS, ULTRALYTICS_REPORTING)  # dict's update: SETTINGS.update saves
+    for module in (checks, data_utils, plotting):
+        module.check_font = _matplotlib_font
+    downloads.safe_download = data_utils.safe_download = _refuse_download
+    downloads.get_github_assets = _no_release_assets
     return YOLO
+
+
+def _matplotlib_font(font="Arial.ttf"):
+    """matplotlib's DejaVu Sans, in place of the Arial ultralytics downloads
+    for the labels of its plots."""
+    from matplotlib import font_manager
+    return font_manager.findfont("DejaVu Sans")
+
+
+def _refuse_download(url="", *args, **kwargs):
+    raise FileNotFoundError("%s is not here and cryoprune downloads nothing: give a local "
+                            "file" % (kwargs.get("file") or url))
+
+
+def _no_release_assets(*args, **kwargs):
+    """ultralytics' answer when GitHub cannot be asked for release assets."""
+    return "", []
 
 
 def centres_to_micrograph(centres, grid, origin=(0, 0)):
@@ -45,19 +95,21 @@ def centres_to_micrograph(centres, grid, origin=(0, 0)):
 
 def read_training_coordinates(micrographs, coords_dir, class_names=None):
     """Per-micrograph coordinates from `coords_dir/<stem>.csv` and the class
-    list. Micrographs without a CSV, or with an empty one, are left out."""
-    labelled, skipped = {}, []
+    list. Micrographs without a CSV, or with an empty one, are left out;
+    coordinates off the micrograph are dropped and repeated ones merged
+    (`usable_coordinates`)."""
+    labelled = {}
     for path in micrographs:
         csv_path = os.path.join(coords_dir, micrograph_stem(path) + ".csv")
         rows = read_coordinates(csv_path) if os.path.isfile(csv_path) else []
         if rows:
             labelled[path] = rows
-        else:
-            skipped.append(path)
     if not labelled:
         raise InputError("no coordinates for any of the %d micrographs in %s; each "
                          "micrograph needs a file <micrograph name>.csv with x,y columns"
                          % (len(micrographs), coords_dir))
+    labelled = usable_coordinates(labelled, coords_dir)
+    skipped = [path for path in micrographs if path not in labelled]
     found = sorted({row.get("class") or DEFAULT_CLASS
                     for rows in labelled.values() for row in rows})
     if class_names:
@@ -67,6 +119,41 @@ def read_training_coordinates(micrographs, coords_dir, class_names=None):
                              "fix the class column or add the name to --classes"
                              % (", ".join(unknown), ",".join(class_names)))
     return labelled, skipped, list(class_names or found)
+
+
+def usable_coordinates(labelled, coords_dir):
+    """The rows of each micrograph whose centre lies on the micrograph, each
+    particle once; the drops are logged per micrograph and in total.
+
+    A particle whose box crosses the micrograph edge keeps its label (its
+    box is clipped): it is a particle in the image, and without its label
+    the detector would learn it as background. Picking drops such picks
+    later, as their windows cannot be extracted whole."""
+    usable, totals, shapes = {}, Counter(), set()
+    for path, rows in labelled.items():
+        shape = read_micrograph(path).shape
+        shapes.add(shape)
+        kept, counts = sanitize_coordinates([(r["x"], r["y"]) for r in rows], shape)
+        totals.update(counts)
+        if counts["outside"] or counts["duplicates"]:
+            logger.info("%s: of %d coordinates, %d off the micrograph (%d x %d px) dropped, "
+                        "%d repeated (within %g px) merged", path, len(rows),
+                        counts["outside"], shape[1], shape[0], counts["duplicates"],
+                        DUPLICATE_RADIUS)
+        if len(kept):
+            usable[path] = [rows[i] for i in kept]
+    if not usable:
+        x, y = zip(*((r["x"], r["y"]) for rows in labelled.values() for r in rows))
+        sizes = ", ".join("%d x %d" % shape[::-1] for shape in sorted(shapes))
+        raise InputError("all %d coordinates in %s lie off their micrographs (%s px): they "
+                         "span x %.0f to %.0f, y %.0f to %.0f; are they in the pixels of "
+                         "binned or other micrographs? Give coordinates in pixels of these "
+                         "micrographs" % (totals["outside"], coords_dir, sizes,
+                                          min(x), max(x), min(y), max(y)))
+    logger.info("training coordinates: %d kept, %d off the micrograph dropped, %d repeated "
+                "merged; particles whose box crosses the edge are kept", totals["kept"],
+                totals["outside"], totals["duplicates"])
+    return usable
 
 
 def tile_size_for(box_size, grid, requested=0):
@@ -187,10 +274,15 @@ def ultralytics_device(gpu_ids):
 def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
                  model="yolov8n", initial_weights=None, epochs=100, patience=30,
                  batch=4, learning_rate=0.005, tile=0, val_fraction=0.2, augment=True,
-                 class_names=None,
-                 gpu_ids=(), threads=1, seed=0):
-    """Train a YOLO picker; writes out_dir/model.pt, model.json, metrics.csv."""
-    YOLO = import_yolo()
+                 class_names=None, gpu_ids=(), threads=1, seed=0, resume=False):
+    """Train a YOLO picker; writes out_dir/model.pt, model.json, metrics.csv.
+
+    The training state is the dataset (out_dir/dataset) and ultralytics'
+    training folder (out_dir/training, whose weights/last.pt is saved after
+    every epoch). With `resume`, the run continues the interrupted run of
+    the same settings and coordinates whose state out_dir holds, and starts
+    from the beginning when it holds none; the state must not exist
+    otherwise."""
     settings = settings or PreprocessSettings()
     settings.validate()
     if initial_weights and not os.path.isfile(initial_weights):
@@ -203,31 +295,30 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
                     len(skipped), len(micrographs))
     out_dir = os.path.abspath(out_dir)  # ultralytics puts relative paths under its runs/
     os.makedirs(out_dir, exist_ok=True)
-    dataset_dir = os.path.join(out_dir, "dataset")
-    shutil.rmtree(dataset_dir, ignore_errors=True)
-    data_yaml, tile, split_sizes = write_yolo_dataset(
-        labelled, class_names, box_size, settings, dataset_dir, val_fraction, tile,
-        threads, seed)
+    # amp=False: ultralytics' AMP self-check downloads a model. nbs=batch:
+    # update the weights after every batch, not after accumulating 64 images;
+    # with a few micrographs, AdamW at a higher rate and a short warm-up then
+    # learns in tens of epochs (measured on simulated micrographs).
+    training = dict(epochs=epochs, patience=patience, batch=batch, nbs=batch,
+                    amp=False, seed=seed, deterministic=False, optimizer="AdamW",
+                    lr0=learning_rate, warmup_epochs=1, close_mosaic=max(1, epochs // 4),
+                    pretrained=bool(initial_weights), **augmentation(augment))
+    run = {"micrographs": sorted(map(micrograph_stem, labelled)), "box_size": box_size,
+           "coordinates": _coordinates_fingerprint(labelled, class_names),
+           "classes": class_names, "preprocessing": settings.to_dict(), "tile": tile,
+           "val_fraction": val_fraction, "model": model,
+           "initial_weights": os.path.abspath(initial_weights) if initial_weights else "",
+           "training": training}
+    run = json.loads(json.dumps(run))  # as read back from the dataset's run description
+    data_yaml, tile, split_sizes = _training_dataset(
+        labelled, class_names, box_size, settings, out_dir, val_fraction, tile, threads,
+        seed, run, resume)
     logger.info("training %s on %d micrographs (%d held out for validation), %d particles, "
                 "classes %s, tiles of %d px", model, split_sizes["train"], split_sizes["val"],
                 sum(len(r) for r in labelled.values()), ",".join(class_names), tile)
-    network = YOLO(model + ".yaml")
-    if initial_weights:
-        network.load(initial_weights)
     run_dir = os.path.join(out_dir, "training")
-    shutil.rmtree(run_dir, ignore_errors=True)
-    # amp=False: ultralytics' AMP self-check downloads a model; plots need a font
-    # download. nbs=batch: update the weights after every batch, not after
-    # accumulating 64 images; with a few micrographs, AdamW at a higher rate
-    # and a short warm-up then learns in tens of epochs (measured on simulated
-    # micrographs).
-    network.train(data=data_yaml, epochs=epochs, patience=patience, batch=batch, nbs=batch,
-                  imgsz=tile, device=ultralytics_device(gpu_ids), workers=threads,
-                  project=out_dir, name="training", exist_ok=True, plots=False,
-                  amp=False, seed=seed, deterministic=False, verbose=False,
-                  optimizer="AdamW", lr0=learning_rate, warmup_epochs=1,
-                  close_mosaic=max(1, epochs // 4), pretrained=bool(initial_weights),
-                  **augmentation(augment))
+    _fit(out_dir, data_yaml, tile, model, initial_weights, training, gpu_ids, threads,
+         resume)
     # The best epoch means something only on held-out micrographs; measured on
     # the training micrographs it favours early epochs, so keep the last.
     kept = "best" if split_sizes["val"] else "last"
@@ -235,15 +326,164 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     if not os.path.isfile(weights):
         raise RuntimeError("training ended without weights in %s" % weights)
     metrics_csv = os.path.join(out_dir, "metrics.csv")
-    shutil.copyfile(os.path.join(run_dir, "results.csv"), metrics_csv)
+    _copy_atomic(os.path.join(run_dir, "results.csv"), metrics_csv)
     metadata = {"kind": "picker", "classes": class_names, "box_size": box_size,
                 "preprocessing": settings.to_dict(), "tile": tile, "model": model,
                 "weights": kept, "final_metrics": final_metrics(metrics_csv, kept),
                 "micrographs_trained": len(labelled),
                 "micrographs_skipped": len(skipped)}
-    _copy_atomic(weights, os.path.join(out_dir, MODEL_WEIGHTS))
+    _write_weights(weights, os.path.join(out_dir, MODEL_WEIGHTS))
     write_json(os.path.join(out_dir, MODEL_METADATA), metadata)
     return metadata
+
+
+def _coordinates_fingerprint(labelled, class_names):
+    rows = [(index, row["x"], row["y"], class_names.index(row.get("class") or DEFAULT_CLASS))
+            for index, path in enumerate(sorted(labelled, key=micrograph_stem))
+            for row in labelled[path]]
+    return fingerprint(np.array(rows, dtype=float))
+
+
+def _training_dataset(labelled, class_names, box_size, settings, out_dir, val_fraction,
+                      tile, threads, seed, run, resume):
+    """data.yaml, tile size and split sizes of the dataset in out_dir/dataset:
+    the one an interrupted run completed when resuming it, else written now
+    with its run description (dataset.json, written last)."""
+    dataset_dir = os.path.join(out_dir, "dataset")
+    description = os.path.join(dataset_dir, DATASET_DESCRIPTION)
+    if resume and os.path.isfile(description):
+        with open(description) as f:
+            saved = json.load(f)
+        check_same_run(saved["run"], run, dataset_dir)
+        logger.info("resuming: the dataset in %s is complete and kept", dataset_dir)
+        return os.path.join(dataset_dir, "data.yaml"), saved["tile"], saved["splits"]
+    if resume and os.path.isdir(dataset_dir):
+        logger.info("resuming: the dataset in %s is incomplete (the run stopped while "
+                    "writing it); writing it again and training from the start", dataset_dir)
+        for name in ("dataset", "training"):
+            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+    data_yaml, tile, splits = write_yolo_dataset(
+        labelled, class_names, box_size, settings, dataset_dir, val_fraction, tile,
+        threads, seed)
+    write_json(description, {"run": run, "tile": tile, "splits": splits})
+    return data_yaml, tile, splits
+
+
+def _fit(out_dir, data_yaml, tile, model, initial_weights, training, gpu_ids, threads,
+         resume):
+    """Train in out_dir/training, or with `resume` continue the training saved
+    there; ultralytics' own output stays off, one line per epoch is logged."""
+    YOLO = import_yolo()
+    run_dir = os.path.join(out_dir, "training")
+    last = os.path.join(run_dir, "weights", "last.pt")
+    saved = _saved_training(run_dir, training["epochs"]) if resume else None
+    if saved == FINISHED:
+        logger.info("resuming: the training in %s had finished", run_dir)
+        return
+    machine = dict(device=ultralytics_device(gpu_ids), workers=threads,
+                   trainer=_atomic_checkpoint_trainer())
+    if saved:
+        logger.info("resuming from %s: %d of %d epochs done", last, saved,
+                    training["epochs"])
+        _drop_unsaved_epochs(os.path.join(run_dir, "results.csv"), saved)
+        network = YOLO(last)
+        _log_epochs(network, training["epochs"])
+        # ultralytics takes the settings from last.pt; save_dir follows a moved folder
+        network.train(resume=True, data=data_yaml, save_dir=run_dir, **machine)
+        return
+    network = YOLO(model + ".yaml")
+    if initial_weights:
+        network.load(initial_weights)
+    _log_epochs(network, training["epochs"])
+    network.train(data=data_yaml, imgsz=tile, project=out_dir, name="training",
+                  exist_ok=True, plots=False, verbose=False, **training, **machine)
+
+
+def _saved_training(run_dir, epochs):
+    """The epochs that the training saved in `run_dir` completed, FINISHED
+    when it has ended, or 0 when it has not saved an epoch or its weights
+    cannot be read (killed while ultralytics rewrote them at the end)."""
+    import torch
+    last, best = (os.path.join(run_dir, "weights", name) for name in ("last.pt", "best.pt"))
+    if not os.path.isfile(last):
+        return 0
+    try:
+        saved = torch.load(last, map_location="cpu", weights_only=False)
+        if os.path.isfile(best):
+            torch.load(best, map_location="cpu", weights_only=False)
+    except Exception as error:
+        logger.info("resuming: the weights in %s cannot be read (%s); training from the "
+                    "start", run_dir, error)
+        shutil.rmtree(run_dir)
+        return 0
+    done = saved.get("epoch", -1) + 1
+    if saved.get("optimizer") is None or not 0 < done < epochs:
+        return FINISHED
+    return done
+
+
+def _drop_unsaved_epochs(results_csv, done):
+    """Remove the rows of epochs after the `done` ones whose weights were
+    saved: a run stopped between writing an epoch's metrics and its weights
+    trains that epoch again."""
+    if not os.path.isfile(results_csv):
+        return
+    with open(results_csv) as f:
+        header, *rows = f.readlines()
+    kept = [row for row in rows if int(float(row.split(",")[0])) <= done]
+    if len(kept) < len(rows):
+        with replacing(results_csv) as partial, open(partial, "w") as f:
+            f.writelines([header] + kept)
+
+
+def _log_epochs(network, epochs):
+    """One log line per epoch: training losses, validation precision, recall
+    and mAP50, seconds and time left."""
+    progress = EpochLog(epochs)
+    current = {}
+
+    def epoch_started(trainer):
+        current["epoch"] = trainer.epoch
+        progress.start()
+
+    def epoch_ended(trainer):
+        if trainer.epoch != current.get("epoch"):
+            return  # ultralytics' last validation of the best weights, not an epoch
+        figures = {name.split("/")[-1]: value
+                   for name, value in trainer.label_loss_items(trainer.tloss).items()}
+        figures.update((name, trainer.metrics[METRIC_COLUMNS[name]])
+                       for name in ("precision", "recall", "mAP50"))
+        progress.done(trainer.epoch + 1, figures)
+
+    network.add_callback("on_train_epoch_start", epoch_started)
+    network.add_callback("on_fit_epoch_end", epoch_ended)
+
+
+def _atomic_checkpoint_trainer():
+    """ultralytics' detection trainer writing last.pt and best.pt under a
+    temporary name first, so that a run killed while saving them keeps the
+    previous epoch's weights to resume from."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class AtomicCheckpointTrainer(DetectionTrainer):
+        def save_model(self):
+            final = self.last, self.best
+            self.last, self.best = partial = tuple(p.with_name(p.name + ".partial")
+                                                   for p in final)
+            try:
+                for path in partial:
+                    path.unlink(missing_ok=True)
+                saved = super().save_model()
+            finally:
+                self.last, self.best = final
+            # best.pt first: stopped between the two, the run resumes from the
+            # epoch before and trains this one again
+            for temporary, path in reversed(list(zip(partial, final))):
+                if temporary.exists():
+                    os.replace(temporary, path)
+            return saved
+
+    return AtomicCheckpointTrainer
 
 
 def final_metrics(metrics_csv, epoch="best"):
@@ -252,17 +492,25 @@ def final_metrics(metrics_csv, epoch="best"):
     import csv
     with open(metrics_csv, newline="") as f:
         rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
-    names = {"precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
-             "mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)"}
     row = rows[-1] if epoch == "last" else max(
-        rows, key=lambda r: 0.1 * float(r[names["mAP50"]]) + 0.9 * float(r[names["mAP50-95"]]))
-    return {key: float(row[column]) for key, column in names.items()} | {
+        rows, key=lambda r: 0.1 * float(r[METRIC_COLUMNS["mAP50"]])
+        + 0.9 * float(r[METRIC_COLUMNS["mAP50-95"]]))
+    return {key: float(row[column]) for key, column in METRIC_COLUMNS.items()} | {
         "epoch": int(float(row["epoch"]))}
 
 
 def _copy_atomic(source, target):
     with replacing(target) as partial:
         shutil.copyfile(source, partial)
+
+
+def _write_weights(weights, target):
+    """The trained weights without the optimiser state (a training that had
+    finished already stripped it; one stopped at the end may not have)."""
+    from ultralytics.utils.torch_utils import strip_optimizer
+    with replacing(target) as partial:
+        if not strip_optimizer(weights, s=partial):
+            raise RuntimeError("%s cannot be read" % weights)
 
 
 def load_network(model_path):

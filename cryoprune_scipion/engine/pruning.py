@@ -21,6 +21,7 @@ import numpy as np
 
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from .io import InputError, replacing, write_json
+from .training_state import EpochLog, fingerprint, load_state, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ PARTICLE = "particle"
 BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
              "mobilenet_v3_large", "efficientnet_b0", "densenet121")
 CHECKPOINT_FORMAT = "cryoprune-pruner-1"
+# Examples each class needs, the particles too: at the default validation
+# fraction 2 to validate and 8 to train on. With fewer, the class's share of
+# the loss (every class weighs the same) rests on a few windows that the
+# network learns by heart, and its validation figures on a single window.
+MIN_CLASS_EXAMPLES = 10
 
 
 @dataclasses.dataclass
@@ -52,6 +58,10 @@ class TrainSettings:
                              % self.input_size)
         if self.epochs < 1 or self.batch < 1:
             raise InputError("epochs and batch size must be at least 1")
+        if 0 < self.few_shot < MIN_CLASS_EXAMPLES:
+            raise InputError("few-shot %d: a class needs at least %d examples; use %d or "
+                             "more, or 0 for all" % (self.few_shot, MIN_CLASS_EXAMPLES,
+                                                     MIN_CLASS_EXAMPLES))
         if not 0 <= self.val_fraction < 1:
             raise InputError("validation fraction must lie in [0, 1); found %g"
                              % self.val_fraction)
@@ -225,14 +235,18 @@ class Dataset:
                              "to train the pruner")
         boxes = {s.shape[-1] for s in self.sources if len(s)}
         for name, source in zip(self.classes, self.sources):
-            if len(source) == 0:
-                raise InputError("class %r has no examples; give a non-empty set" % name)
             if source.ndim != 3 or source.shape[1] != source.shape[2]:
                 raise InputError("class %r: windows must be square, found shape %s"
                                  % (name, source.shape[1:]))
         if len(boxes) > 1:
             raise InputError("the classes have different box sizes %s; extract all "
                              "windows at the same box size" % sorted(boxes))
+        for name, source in zip(self.classes, self.sources):
+            if len(source) < MIN_CLASS_EXAMPLES:
+                found = "only %d examples" % len(source) if len(source) else "no examples"
+                raise InputError("class %r has %s; each class, the particles too, needs "
+                                 "at least %d example windows: add examples to its set"
+                                 % (name, found, MIN_CLASS_EXAMPLES))
 
     @property
     def box_size(self):
@@ -271,11 +285,16 @@ def _stack(items):
     return windows, labels
 
 
-def train(dataset, settings, device="cpu", initial_weights=None, log=logger.info):
+def train(dataset, settings, device="cpu", initial_weights=None, log=logger.info,
+          checkpoint=None, resume=False):
     """Train a pruner; returns (network, metadata) with the validation
-    metrics in metadata["validation"] and the training history."""
+    metrics in metadata["validation"] and the training history.
+
+    `checkpoint`: a file where the training state is saved after every
+    epoch; with `resume`, training continues from the state saved there by
+    an interrupted run of the same settings and data (from the start when
+    there is none)."""
     import torch
-    import torch.nn.functional as F
     settings.validate()
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
@@ -292,63 +311,92 @@ def train(dataset, settings, device="cpu", initial_weights=None, log=logger.info
     # Inverse-frequency weights: every class counts as much in the loss.
     weights = torch.tensor(len(y_train) / (n_classes * counts), dtype=torch.float32,
                            device=device)
-    network = initial_network(settings, n_classes, initial_weights).to(device)
+    run = {"settings": dataclasses.asdict(settings), "classes": list(dataset.classes),
+           "initial_weights": os.path.abspath(initial_weights) if initial_weights else "",
+           "windows": fingerprint(x_train, y_train, *([x_val, y_val] if len(y_val) else []))}
+    state = load_state(checkpoint, run) if checkpoint and resume else None
+    network = initial_network(settings, n_classes,
+                              None if state else initial_weights).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate,
                                   weight_decay=1e-4)
     steps = settings.epochs * int(np.ceil(len(y_train) / settings.batch))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate,
                                                     total_steps=steps, pct_start=0.15)
-    history, best = [], None
-    for epoch in range(1, settings.epochs + 1):
-        network.train()
-        order = rng.permutation(len(y_train))
-        total, seen = 0.0, 0
-        for start in range(0, len(order), settings.batch):
-            chosen = order[start:start + settings.batch]
-            if len(chosen) < 2 and len(order) > 1:
-                continue  # batch norm needs two windows
-            batch = to_network_input(x_train[chosen], settings.input_size, device)
-            if settings.augment:
-                batch = augment(batch, generator)
-            target = torch.from_numpy(y_train[chosen]).to(device)
-            main, aux = network(batch)
-            loss = F.cross_entropy(main, target, weight=weights)
-            if settings.aux_weight > 0:
-                loss = loss + settings.aux_weight * F.cross_entropy(aux, target,
-                                                                    weight=weights)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(chosen)
-            seen += len(chosen)
-        record = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+    history, best = [], None  # best: val_loss, epoch and network of the best epoch
+    if state:
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["rng"]
+        generator.set_state(state["generator"])
+        history, best = state["history"], state["best"]
+        log("resuming from %s: %d of %d epochs done" % (checkpoint, state["epoch"],
+                                                         settings.epochs))
+    progress = EpochLog(settings.epochs, log)
+    for epoch in range(len(history) + 1, settings.epochs + 1):
+        record = {"epoch": epoch, "train_loss": _train_epoch(
+            network, optimizer, scheduler, x_train, y_train, weights, settings, rng,
+            generator, device)}
         if x_val is not None:
             probabilities = predict_probabilities(network, x_val, settings.input_size,
                                                   device, settings.batch)
             record.update(validation_loss(probabilities, y_val))
-            if best is None or record["val_loss"] <= best[0]:
-                best = (record["val_loss"], epoch,
-                        {k: v.detach().clone() for k, v in network.state_dict().items()})
+            if best is None or record["val_loss"] <= best["val_loss"]:
+                best = {"val_loss": record["val_loss"], "epoch": epoch, "network": {
+                    k: v.detach().clone() for k, v in network.state_dict().items()}}
         history.append(record)
-        log("epoch %d/%d %s" % (epoch, settings.epochs,
-                                " ".join("%s=%.4f" % kv for kv in record.items()
-                                         if kv[0] != "epoch")))
+        if checkpoint:
+            save_state(checkpoint, {
+                "run": run, "epoch": epoch, "network": network.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng.bit_generator.state, "generator": generator.get_state(),
+                "history": history, "best": best})
+        progress.done(epoch, {k: v for k, v in record.items() if k != "epoch"})
     if best is not None:
-        network.load_state_dict(best[2])
+        network.load_state_dict(best["network"])
     metadata = {"kind": "pruner", "classes": list(dataset.classes),
                 "box_size": dataset.box_size,
                 "backbone": settings.backbone, "input_size": settings.input_size,
                 "settings": dataclasses.asdict(settings), "history": history,
-                "initial_weights": os.path.abspath(initial_weights) if initial_weights else "",
-                "n_train": np.bincount(y_train, minlength=n_classes).tolist(),
-                "best_epoch": best[1] if best else settings.epochs}
+                "initial_weights": run["initial_weights"],
+                "n_train": counts.tolist(),
+                "best_epoch": best["epoch"] if best else settings.epochs}
     if x_val is not None:
         probabilities = predict_probabilities(network, x_val, settings.input_size,
                                               device, settings.batch)
         metadata["validation"] = classification_metrics(probabilities, y_val,
                                                         dataset.classes)
     return network.eval(), metadata
+
+
+def _train_epoch(network, optimizer, scheduler, x_train, y_train, weights, settings, rng,
+                 generator, device):
+    """One pass over the training windows in random order; returns the mean
+    loss."""
+    import torch
+    import torch.nn.functional as F
+    network.train()
+    order = rng.permutation(len(y_train))
+    total, seen = 0.0, 0
+    for start in range(0, len(order), settings.batch):
+        chosen = order[start:start + settings.batch]
+        if len(chosen) < 2 and len(order) > 1:
+            continue  # batch norm needs two windows
+        batch = to_network_input(x_train[chosen], settings.input_size, device)
+        if settings.augment:
+            batch = augment(batch, generator)
+        target = torch.from_numpy(y_train[chosen]).to(device)
+        main, aux = network(batch)
+        loss = F.cross_entropy(main, target, weight=weights)
+        if settings.aux_weight > 0:
+            loss = loss + settings.aux_weight * F.cross_entropy(aux, target, weight=weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(chosen)
+        seen += len(chosen)
+    return total / max(seen, 1)
 
 
 def validation_loss(probabilities, labels):

@@ -12,6 +12,8 @@ import dataclasses
 
 import numpy as np
 
+from .io import InputError
+
 
 @dataclasses.dataclass
 class Molecule:
@@ -101,9 +103,16 @@ def apply_ctf(image, transfer):
 def add_noise(signal, snr, rng, signal_variance=None):
     """Gaussian noise of variance signal_variance / snr (the variance of
     `signal` when not given)."""
+    _require_positive(snr=snr)
     variance = float(np.var(signal)) if signal_variance is None else signal_variance
     noise = rng.normal(scale=np.sqrt(variance / snr), size=signal.shape)
     return (signal + noise).astype(np.float32)
+
+
+def _require_positive(**values):
+    for name, value in values.items():
+        if not value > 0:  # NaN too
+            raise InputError("simulation: %s must be above 0, found %s" % (name, value))
 
 
 VIEWS = {"top": 0.0, "side": 90.0}  # tilt of the barrel axis
@@ -125,9 +134,14 @@ def simulate_micrograph(shape=(1024, 1024), n_particles=40, pixel_size=3.0, snr=
     junk: "ice" (dense round blobs), "carbon" (a half-plane of film with an
     edge) and "aggregate" (clumps of overlapping particles). The SNR is that
     of the particle signal over the noise, measured inside the particles."""
+    _require_positive(pixel_size=pixel_size)
     rng = np.random.default_rng(seed)
     molecule = molecule or barrel()
     diameter = 2 * molecule.radius / pixel_size
+    if min(shape) <= 2 * diameter:  # particles are placed a diameter from the edge
+        raise InputError("a %d x %d px micrograph is too small for particles %.0f px "
+                         "across at %g A/px; give more than %d px a side"
+                         % (shape[1], shape[0], diameter, pixel_size, 2 * diameter))
     box = int(np.ceil(diameter * 1.5)) | 1
     density = np.zeros(shape, dtype=np.float32)
     junk_items = [{"kind": kind, **_place(rng, shape, diameter)} for kind in junk]
@@ -213,6 +227,7 @@ def simulate_particle_stack(molecule, directions, n_particles, box=64, pixel_siz
     Returns images (n, box, box), view labels, in-plane angles (degrees),
     shifts (n, 2) and defoci (micrometres).
     """
+    _require_positive(pixel_size=pixel_size, box=box)
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, len(directions), size=n_particles)
     angles = rng.uniform(0, 360, size=n_particles)

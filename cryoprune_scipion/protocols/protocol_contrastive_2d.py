@@ -46,7 +46,9 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
         form.addParam("phaseFlip", params.BooleanParam, default=True,
                       label="Phase-flip with the CTF?",
                       help="Flip the phases of each particle by its CTF before "
-                           "training and averaging (needs CTF values on the particles).")
+                           "training and averaging. Done only when the particles "
+                           "carry CTF values; particles without CTF are used as they "
+                           "are (the summary says which).")
         form.addParam("initialEncoder", params.PointerParam,
                       pointerClass="CryoPruneEncoderModel", allowsNull=True,
                       label="Initial encoder",
@@ -139,10 +141,12 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
             writeParticleCtfCsv(particles, self._getTmpPath("ctf.csv"))
 
     def classifyStep(self):
+        """Continue resumes the training that a failed or stopped run saved
+        in the extra folder."""
         particles = self.inputParticles.get()
         args = ["--particles %s" % self._getParticleStack(),
                 "--classes %d" % self.numberOfClasses,
-                "--out %s" % self._getExtraPath(),
+                "--out %s" % self._getExtraPath(), "--resume",
                 "--epochs %d" % self.epochs, "--batch %d" % self.batchSize,
                 "--temperature %s" % self.temperature,
                 "--feature-size %d" % self.featureSize,
@@ -210,10 +214,10 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
         if os.path.splitext(fileName)[1].lower() not in MRC_STACK_SUFFIXES:
             errors.append("Particles must be in MRC stacks (%s is not); convert them "
                           "first" % fileName)
-        if self.phaseFlip and not particles.hasCTF():
-            errors.append("The particles have no CTF: set 'Phase-flip with the CTF?' "
-                          "to No, or give particles with CTF values")
         encoder = self.initialEncoder.get()
+        if encoder is None and self.epochs.get() == 0:
+            errors.append("Epochs 0 uses an initial encoder as it is: choose an initial "
+                          "encoder, or train for 1 epoch or more")
         if encoder is not None:
             metadata = os.path.join(os.path.dirname(encoder.getFileName()), MODEL_METADATA)
             if not os.path.isfile(encoder.getFileName()) or not os.path.isfile(metadata):
@@ -222,23 +226,28 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
                               % (encoder.getFileName(), MODEL_METADATA))
         return errors
 
+    def _warnings(self):
+        return Plugin.gpuWarnings(self)
+
     def _summary(self):
         classes = getattr(self, OUTPUT_CLASSES, None)
         if classes is None:
             return ["Output classes not ready yet."]
         sizes = sorted((c.getSize() for c in classes.iterItems()), reverse=True)
         return ["%d particles in %d classes (sizes %s)"
-                % (sum(sizes), len(sizes), ", ".join(map(str, sizes)))]
+                % (sum(sizes), len(sizes), ", ".join(map(str, sizes))),
+                self._describePhaseFlip()]
 
     def _methods(self):
-        return ["%s particles were classified into %d 2D classes by contrastive "
+        flipped = " were phase-flipped with their CTF and" if self._usesCtf() else ""
+        return ["%s particles%s were classified into %d 2D classes by contrastive "
                 "learning of an encoder (%d epochs, batch %d, temperature %s, working "
                 "size %d px) and k-means++ on its features [Yan2022CLClustering]; class "
                 "averages were made by Fourier-space alignment and correlation-weighted "
                 "averaging [Tang2024SimcryoCluster]."
-                % (self.getObjectTag("inputParticles"), self.numberOfClasses.get(),
-                   self.epochs.get(), self.batchSize.get(), self.temperature.get(),
-                   self.workingSize.get())]
+                % (self.getObjectTag("inputParticles"), flipped,
+                   self.numberOfClasses.get(), self.epochs.get(), self.batchSize.get(),
+                   self.temperature.get(), self.workingSize.get())]
 
     def _citations(self):
         return ["Yan2022CLClustering", "Tang2024SimcryoCluster"]
@@ -281,5 +290,13 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
     def _getParticleStack(self):
         return self._getTmpPath("particles.mrcs")
 
+    def _describePhaseFlip(self):
+        if self._usesCtf():
+            return "Particles phase-flipped with their CTF."
+        if self.phaseFlip:
+            return "Particles not phase-flipped: they have no CTF."
+        return "Particles not phase-flipped (Phase-flip with the CTF? is No)."
+
     def _usesCtf(self):
-        return bool(self.phaseFlip) and self.inputParticles.get().hasCTF()
+        particles = self.inputParticles.get()
+        return bool(self.phaseFlip) and particles is not None and particles.hasCTF()

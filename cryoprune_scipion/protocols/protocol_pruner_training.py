@@ -2,7 +2,6 @@
 import glob
 import json
 import os
-import re
 
 import pyworkflow.protocol.params as params
 import pyworkflow.utils as pwutils
@@ -11,16 +10,17 @@ from pwem.objects import SetOfCoordinates
 from pwem.protocols import EMProtocol
 
 from .. import Plugin
-from ..constants import MODEL_WEIGHTS
+from ..constants import BASE_PRUNER_DIR, MODEL_WEIGHTS
 from ..convert import writeCoordinateWindows, writeParticleWindows
+from ..engine.pruning import MIN_CLASS_EXAMPLES, PARTICLE
 from ..objects import CryoPrunePrunerModel
+from .class_names import NAME_PATTERN, namesFromInputs
 
 OUTPUT_MODEL = "outputModel"
 BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
              "mobilenet_v3_large", "efficientnet_b0", "densenet121"]
-INIT_SCRATCH, INIT_IMAGENET, INIT_MODEL = 0, 1, 2
-JUNK_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-GOOD_STACK = "good.mrcs"
+INIT_SCRATCH, INIT_IMAGENET, INIT_MODEL, INIT_AUTOMATIC = 0, 1, 2, 3
+GOOD_STACK = PARTICLE + ".mrcs"  # beside the junk stacks, each named by its class
 VALIDATION_FILE = "validation.json"
 
 
@@ -31,6 +31,15 @@ def backboneWeights(backbone):
     found = sorted(glob.glob(Plugin.getModelsDir("hub", "checkpoints", backbone + "-*.pth"))
                    + glob.glob(Plugin.getModelsDir(backbone + "*.pth")))
     return found[0] if found else None
+
+
+def canMake(path):
+    """Whether `path` exists or can be made: its first existing folder is
+    writable."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return os.access(path, os.W_OK | os.X_OK)
 
 
 def itemWindows(inputSet, items, path, boxSize, factor):
@@ -81,8 +90,10 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
         form.addParam("junkNames", params.StringParam, default="",
                       label="Junk class names",
                       help="Comma-separated names of the junk classes, in the order "
-                           "of the bad sets (e.g. 'ice,carbon'). Empty: each set's "
-                           "label, or junk1, junk2...")
+                           "of the bad sets (e.g. 'ice,carbon'). Empty: each set named "
+                           "after its label, else the output it is (outputCoordinates_ice: "
+                           "ice), else the run that made it; letters, digits and "
+                           "underscores, numbered when two are the same.")
         form.addParam("boxSize", params.IntParam, allowsNull=True,
                       label="Box size (px)",
                       help="Window size cut around coordinates, in micrograph pixels. "
@@ -95,14 +106,21 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
                            "pruning. 2-3 makes training on the CPU much faster.")
 
         form.addSection(label="Training")
-        form.addParam("initialWeights", params.EnumParam, default=INIT_IMAGENET,
+        form.addParam("initialWeights", params.EnumParam, default=INIT_AUTOMATIC,
                       choices=["from scratch", "ImageNet (model folder)",
-                               "earlier pruner model"],
+                               "earlier pruner model", "automatic"],
                       label="Initial weights",
-                      help="ImageNet: the backbone's weights in the plugin's model "
-                           "folder (install with `scipion3 installb cryoprune-models`). "
-                           "Earlier pruner: continue from the output of a previous "
-                           "training. Nothing is downloaded.")
+                      help="Automatic: the backbone's ImageNet weights when they are in "
+                           "the plugin's model folder, otherwise the base pruner, a "
+                           "network pretrained on simulated micrograph windows "
+                           "(particles, ice, carbon, aggregates, empty background); "
+                           "made once by this protocol in the model folder (about a "
+                           "minute on a CPU for ResNet-18), or beforehand with "
+                           "`scipion3 installb cryoprune-models`. ImageNet: the "
+                           "backbone's weights in the model folder (installed by "
+                           "`scipion3 installb cryoprune-models`). Earlier pruner: "
+                           "continue from the output of a previous training. Nothing "
+                           "is downloaded.")
         form.addParam("inputModel", params.PointerParam, pointerClass="CryoPrunePrunerModel",
                       condition="initialWeights == %d" % INIT_MODEL, allowsNull=True,
                       label="Pruner model to start from")
@@ -137,6 +155,8 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        if self.initialWeights == INIT_AUTOMATIC:
+            self._insertFunctionStep(self.basePrunerStep)
         self._insertFunctionStep(self.trainStep)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
@@ -156,13 +176,26 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
             self.info("%s: %d windows of %d px (%d crossing the micrograph edge)"
                       % (name, len(items), size, crossing))
 
+    def basePrunerStep(self):
+        """Make the base pruner of the backbone when automatic initial
+        weights find neither ImageNet weights nor a base pruner made before."""
+        weights = self._getInitialWeightsFile()
+        if os.path.isfile(weights):
+            self.info("Initial weights: %s" % weights)
+            return
+        self.info("No ImageNet weights of %s in %s: making the base pruner first"
+                  % (self._getBackbone(), Plugin.getModelsDir()))
+        Plugin.runCryoprune(self, "base-pruner", "--out %s --backbone %s --threads %d"
+                            % (self._getBasePrunerDir(), self._getBackbone(),
+                               self.numberOfThreads))
+
     def trainStep(self):
-        modelDir = self._getModelDir()
-        pwutils.cleanPath(modelDir)  # a continued run trains again from the start
+        """Continue resumes the training that a failed or stopped run saved
+        in the model folder."""
         args = ["--good %s" % self._getWindowsDir(GOOD_STACK)]
         args += ["--bad %s" % self._getWindowsDir(name + ".mrcs")
                  for name in self._getJunkNames()]
-        args += ["--out %s" % modelDir, "--epochs %d" % self.epochs,
+        args += ["--out %s" % self._getModelDir(), "--resume", "--epochs %d" % self.epochs,
                  "--backbone %s" % self._getBackbone(), "--input-size %d" % self.inputSize,
                  "--few-shot %d" % self.fewShot, "--lr %s" % self.learningRate,
                  "--batch %d" % self.batchSize, "--val-fraction %s" % self.valFraction,
@@ -196,7 +229,7 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
             errors.append("%d junk class names (%s) for %d bad sets: give one name per "
                           "set, in the same order" % (len(names), ",".join(names),
                                                       len(badSets)))
-        bad = [n for n in names if not JUNK_NAME_PATTERN.match(n) or n == "particle"]
+        bad = [n for n in names if not NAME_PATTERN.match(n) or n == PARTICLE]
         if bad:
             errors.append("Invalid junk class names %s: use letters, digits and "
                           "underscores, starting with a letter, other than 'particle'"
@@ -205,9 +238,10 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
             errors.append("Junk class names must differ, found %s" % ",".join(names))
         for label, inputSet in [("Good examples", self.inputGood.get())] + \
                 list(zip(names, badSets)):
-            if inputSet.getSize() == 0:
-                errors.append("%s (%s) is empty: give a set with examples"
-                              % (label, inputSet.getObjLabel() or inputSet.getClassName()))
+            if inputSet.getSize() < MIN_CLASS_EXAMPLES:
+                errors.append("%s (%s) has %d examples: each class needs at least %d"
+                              % (label, inputSet.getObjLabel() or inputSet.getClassName(),
+                                 inputSet.getSize(), MIN_CLASS_EXAMPLES))
             elif not windowBox(inputSet, self.boxSize.get()):
                 errors.append("%s: the coordinates have no box size; give one in the form"
                               % label)
@@ -216,6 +250,9 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
             errors.append("The inputs give windows of different sizes %s px: use "
                           "particles of one box size, or coordinates with the box size "
                           "of the form" % sorted(sizes))
+        if 0 < self.fewShot.get() < MIN_CLASS_EXAMPLES:
+            errors.append("Examples per class (few-shot) is %d: use at least %d, or 0 "
+                          "for all" % (self.fewShot.get(), MIN_CLASS_EXAMPLES))
         errors.extend(self._validateInitialWeights())
         return errors
 
@@ -223,7 +260,7 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
         if self.initialWeights == INIT_IMAGENET and not self._getInitialWeightsFile():
             return ["No ImageNet weights of %s in %s. Install them with `scipion3 "
                     "installb cryoprune-models`, or put torchvision's %s-*.pth file "
-                    "there, or choose 'from scratch'"
+                    "there, or choose 'automatic'"
                     % (self._getBackbone(), Plugin.getModelsDir(), self._getBackbone())]
         if self.initialWeights == INIT_MODEL:
             model = self.inputModel.get()
@@ -234,6 +271,9 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
                         "again" % model.getFileName()]
         return []
 
+    def _warnings(self):
+        return Plugin.gpuWarnings(self)
+
     def _summary(self):
         if not self.hasAttribute(OUTPUT_MODEL):
             return ["Training not finished yet."]
@@ -241,7 +281,9 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
         summary = ["Classes: %s" % ", ".join(metadata["classes"]),
                    "Training windows per class: %s, %d px, backbone %s, input %d px"
                    % (metadata["n_train"], metadata["box_size"], metadata["backbone"],
-                      metadata["input_size"])]
+                      metadata["input_size"]),
+                   "Initial weights: %s" % (metadata.get("initial_weights")
+                                            or "none (trained from scratch)")]
         validation = metadata.get("validation")
         if validation:
             summary.append("Validation (%d windows, particle vs junk): accuracy %.3f, "
@@ -269,13 +311,7 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
     # --------------------------- UTILS functions -----------------------------
     def _getJunkNames(self):
         names = [n.strip() for n in self.junkNames.get("").split(",") if n.strip()]
-        if names:
-            return names
-        labels = [pointer.get().getObjLabel() for pointer in self.inputBad]
-        if all(JUNK_NAME_PATTERN.match(label or "") for label in labels) \
-                and len(set(labels)) == len(labels) and "particle" not in labels:
-            return labels
-        return ["junk%d" % (i + 1) for i in range(len(labels))]
+        return names or namesFromInputs(self.inputBad, "junk", reserved=[PARTICLE])
 
     def _windowSize(self, inputSet):
         from ..engine.windows import downsampled_box
@@ -288,11 +324,22 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
         return self.getEnumText("backbone")
 
     def _getInitialWeightsFile(self):
+        if self.initialWeights == INIT_AUTOMATIC:
+            return (backboneWeights(self._getBackbone())
+                    or self._getBasePrunerDir(MODEL_WEIGHTS))
         if self.initialWeights == INIT_IMAGENET:
             return backboneWeights(self._getBackbone())
         if self.initialWeights == INIT_MODEL:
             return self.inputModel.get().getFileName()
         return None
+
+    def _getBasePrunerDir(self, *paths):
+        """The base pruner of the backbone in the plugin's model folder, made
+        once for all runs; this run's own when that folder is read-only."""
+        shared = Plugin.getBasePrunerDir(self._getBackbone())
+        if os.path.isfile(os.path.join(shared, MODEL_WEIGHTS)) or canMake(shared):
+            return os.path.join(shared, *paths)
+        return self._getExtraPath(BASE_PRUNER_DIR, *paths)
 
     def _getWindowsDir(self, *paths):
         return self._getExtraPath("windows", *paths)

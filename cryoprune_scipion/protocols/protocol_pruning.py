@@ -156,6 +156,9 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
                              model.getBoxSize()))
         return errors
 
+    def _warnings(self):
+        return Plugin.gpuWarnings(self)
+
     def _summary(self):
         keptName, discardedName = self._getOutputNames()
         if not self.hasAttribute(keptName):

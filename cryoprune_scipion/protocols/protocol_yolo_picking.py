@@ -9,7 +9,7 @@ from .. import Plugin
 from ..constants import CLASS_ATTR, MODEL_METADATA, SCORE_ATTR
 from ..convert import (coordinatesPath, getCoordinateClass, linkMicrographs,
                        readCoordinatesCsv)
-from .protocol_yolo_training import CLASS_NAME_PATTERN
+from .class_names import NAME_PATTERN
 
 OUTPUT_COORDINATES = "outputCoordinates"
 
@@ -122,7 +122,7 @@ class CryoPruneProtYoloPicking(ProtParticlePickingAuto):
         names = model.getClassNames()
         if not names:
             errors.append("The model has no view class names: train it again")
-        bad = [n for n in names if not CLASS_NAME_PATTERN.match(n)]
+        bad = [n for n in names if not NAME_PATTERN.match(n)]
         if bad:
             errors.append("Unknown view class names %s in the model: names must be "
                           "letters, digits and underscores; train again with valid "
@@ -138,6 +138,9 @@ class CryoPruneProtYoloPicking(ProtParticlePickingAuto):
             errors.append("Box size %d px is larger than the micrographs (%d x %d px)"
                           % (boxSize, width, height))
         return errors
+
+    def _warnings(self):
+        return Plugin.gpuWarnings(self)
 
     def getSummary(self, coordSet):
         return "%d particles, box size %s px" % (coordSet.getSize(), coordSet.getBoxSize())

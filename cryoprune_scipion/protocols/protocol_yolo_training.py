@@ -1,6 +1,5 @@
 """Training of a YOLO particle detector on a few annotated micrographs."""
 import os
-import re
 
 import pyworkflow.protocol.params as params
 import pyworkflow.utils as pwutils
@@ -13,9 +12,9 @@ from ..convert import (isOnMicrograph, linkMicrographs, micrographKeys,
                        writeCoordinatesCsv)
 from ..engine.preprocess import WAVELET_MODES
 from ..objects import CryoPruneYoloModel
+from .class_names import NAME_PATTERN, namesFromInputs
 
 OUTPUT_MODEL = "outputModel"
-CLASS_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 def describeInput(pointer):
@@ -59,8 +58,9 @@ class CryoPruneProtYoloTraining(EMProtocol):
                       label="View class names",
                       help="Comma-separated names of the view classes, in the order "
                            "of the coordinate sets (e.g. 'top,side'). Letters, digits "
-                           "and underscores. Empty: each set's label, or "
-                           "class1, class2...")
+                           "and underscores. Empty: each set named after its label, "
+                           "else the output it is (outputCoordinates_top: top), else "
+                           "the run that made it; numbered when two are the same.")
         form.addParam("boxSize", params.IntParam, allowsNull=True,
                       label="Box size (px)",
                       help="Size of the boxes drawn around the particles, in "
@@ -168,14 +168,14 @@ class CryoPruneProtYoloTraining(EMProtocol):
                   % (len(annotated), len(mics), sum(counts.values())))
 
     def trainStep(self):
-        modelDir = self._getModelDir()
-        pwutils.cleanPath(modelDir)  # a continued run trains again from the start
+        """Continue resumes the training that a failed or stopped run saved
+        in the model folder."""
         micFiles = sorted(os.path.join(self._getMicsDir(), name)
                           for name in os.listdir(self._getMicsDir()))
         args = ["--micrographs %s" % " ".join(micFiles),
                 "--coords %s" % self._getCoordsDir(),
                 "--box %d" % self._getBoxSize(),
-                "--out %s" % modelDir,
+                "--out %s" % self._getModelDir(), "--resume",
                 "--classes %s" % ",".join(self._getClassNames()),
                 "--model %s%s" % (self.getEnumText("modelFamily"),
                                   self.getEnumText("modelSize")),
@@ -216,7 +216,7 @@ class CryoPruneProtYoloTraining(EMProtocol):
             errors.append("%d view class names (%s) for %d coordinate sets: give one "
                           "name per set, in the same order"
                           % (len(names), ",".join(names), len(coordSets)))
-        bad = [n for n in names if not CLASS_NAME_PATTERN.match(n)]
+        bad = [n for n in names if not NAME_PATTERN.match(n)]
         if bad:
             errors.append("Invalid view class names %s: use letters, digits and "
                           "underscores, starting with a letter" % ", ".join(bad))
@@ -266,14 +266,15 @@ class CryoPruneProtYoloTraining(EMProtocol):
         return []
 
     def _warnings(self):
+        warnings = Plugin.gpuWarnings(self)
         if self.inputMicrographs.get() is None or None in self._getCoordinateSets():
-            return []
+            return warnings
         mics = self._getMicNames()
-        return ["%s has coordinates on micrographs that are not in the input; they "
-                "are ignored" % describeInput(pointer)
-                for pointer in self.inputCoordinates
-                if not all(isOnMicrograph(micId, micName, mics)
-                           for micId, micName in micrographKeys(pointer.get()))]
+        return warnings + ["%s has coordinates on micrographs that are not in the input; "
+                           "they are ignored" % describeInput(pointer)
+                           for pointer in self.inputCoordinates
+                           if not all(isOnMicrograph(micId, micName, mics)
+                                      for micId, micName in micrographKeys(pointer.get()))]
 
     def _summary(self):
         if not self.hasAttribute(OUTPUT_MODEL):
@@ -310,13 +311,7 @@ class CryoPruneProtYoloTraining(EMProtocol):
 
     def _getClassNames(self):
         names = [n.strip() for n in self.classNames.get("").split(",") if n.strip()]
-        if names:
-            return names
-        labels = [pointer.get().getObjLabel() for pointer in self.inputCoordinates]
-        if all(CLASS_NAME_PATTERN.match(label or "") for label in labels) \
-                and len(set(labels)) == len(labels):
-            return labels
-        return ["class%d" % (i + 1) for i in range(len(labels))]
+        return names or namesFromInputs(self.inputCoordinates, "class")
 
     def _getMicNames(self):
         """{micId: micName} of the input micrographs."""
