@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from cryoprune_scipion.engine import alignment
-from cryoprune_scipion.engine.refine import Search, fourier_crop
+from cryoprune_scipion.engine.refine import Search
+from cryoprune_scipion.engine.windows import fourier_crop
 
 
 def classify(images, k, seed, iterations=10, mode="kmeans", search_size=32, angle_step=6.0,

@@ -75,6 +75,7 @@ def add_commands(commands):
 def add_refinement_arguments(parser):
     """Refinement of the classes by multi-reference alignment and their
     ranking (engine/refine.py, engine/ranking.py)."""
+    from ..engine.classify2d import ClassificationSettings
     from ..engine.ranking import ORDERS
     from ..engine.refine import MODES, RefinementSettings
     defaults = RefinementSettings()
@@ -92,7 +93,8 @@ def add_refinement_arguments(parser):
     group.add_argument("--refine-search-size", type=positive_int,
                        default=defaults.search_size,
                        help="px: the search runs on particles Fourier-cropped to this size")
-    group.add_argument("--class-order", choices=ORDERS, default="size",
+    group.add_argument("--class-order", choices=ORDERS,
+                       default=ClassificationSettings.class_order,
                        help="number the classes by size (1: the largest) or by resolution "
                             "of the half-set FRC (1: the best)")
 

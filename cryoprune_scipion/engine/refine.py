@@ -25,6 +25,7 @@ import numpy as np
 from . import alignment
 from .contrastive import read_batch, soft_mask
 from .io import InputError
+from .windows import fourier_crop
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ class RefinementSettings:
         if not 0 < self.angle_step <= 90:
             raise InputError("refinement angle step %g: use 1 to 90 degrees" % self.angle_step)
         if not 8 <= self.search_size <= 512:
-            raise InputError("refinement search size %d: use 8 to 512 px (16 to 64 is typical)" % self.search_size)
+            raise InputError("refinement search size %d: use 8 to 512 px (16 to 64 is "
+                             "typical)" % self.search_size)
 
 
 @dataclasses.dataclass
@@ -62,19 +64,6 @@ class Refined:
 
 
 # ------------------------------------------------------------------ helpers
-
-def fourier_crop(images, size):
-    """Fourier-crop (n, box, box) tensors to (n, size, size), keeping the
-    mean intensity; `size` >= box returns the images unchanged."""
-    import torch
-    box = images.shape[-1]
-    if size >= box:
-        return images
-    spectrum = torch.fft.fftshift(torch.fft.fft2(images), dim=(-2, -1))
-    start = box // 2 - size // 2
-    cropped = spectrum[..., start:start + size, start:start + size]
-    return torch.fft.ifft2(torch.fft.ifftshift(cropped, dim=(-2, -1))).real * (size / box) ** 2
-
 
 def _normalise(images, mask):
     """Zero mean inside the mask, zero outside, unit norm."""

@@ -59,21 +59,33 @@ def _cut_padded(padded, shape, margin, top, left, box):
     return window
 
 
+def fourier_crop(images, size):
+    """Torch images (..., box, box) brought to (..., size, size) by cropping
+    their centred Fourier transform (no aliasing, the mean kept); `size` >=
+    box leaves them as they are. Runs where the images are (CPU or GPU)."""
+    import torch
+    box = images.shape[-1]
+    if size >= box:
+        return images
+    spectrum = torch.fft.fftshift(torch.fft.fft2(images), dim=(-2, -1))
+    start = box // 2 - size // 2
+    cropped = spectrum[..., start:start + size, start:start + size]
+    return torch.fft.ifft2(torch.fft.ifftshift(cropped, dim=(-2, -1))).real * (size / box) ** 2
+
+
 def downsample_windows(windows, size):
-    """Windows (n, box, box) brought to (n, size, size) by cropping their
-    Fourier transform (no aliasing, the mean kept); `size` <= box."""
+    """Windows (n, box, box) as a float32 array of (n, size, size), by
+    `fourier_crop` in double precision; `size` <= box."""
+    import torch
     windows = np.asarray(windows, dtype=np.float32)
     box = windows.shape[-1]
-    if size == box:
-        return windows
     if size > box:
         raise InputError("cannot downsample %d px windows to %d px; use a "
                          "downsampling factor of 1 or more" % (box, size))
-    spectrum = np.fft.fftshift(np.fft.fft2(windows), axes=(-2, -1))
-    start = box // 2 - size // 2
-    cropped = spectrum[:, start:start + size, start:start + size]
-    out = np.fft.ifft2(np.fft.ifftshift(cropped, axes=(-2, -1))).real
-    return (out * (size * size) / (box * box)).astype(np.float32)
+    if size == box:
+        return windows
+    cropped = fourier_crop(torch.from_numpy(windows.astype(np.float64)), size)
+    return cropped.numpy().astype(np.float32)
 
 
 def downsampled_box(box, factor):
