@@ -67,17 +67,23 @@ def score_picks(picks, labels, radius, scores=None):
                         len(np.asarray(labels).reshape(-1, 2)) - true_positives)
 
 
+def precision_recall_curve(matched, scores, n_labels):
+    """Precision and recall of the picks scoring at least each score, and
+    those scores, in descending order; `matched` from `match_picks`, pooled
+    over micrographs."""
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    true_positives = np.cumsum(np.asarray(matched, dtype=float)[order])
+    precision = true_positives / np.arange(1, len(order) + 1)
+    recall = true_positives / n_labels if n_labels else np.zeros(len(order))
+    return precision, recall, np.asarray(scores, dtype=float)[order]
+
+
 def average_precision(matched, scores, n_labels):
     """Area under the precision-recall curve (all-points interpolation) of
-    picks ranked by score; `matched` from `match_picks`, pooled over
-    micrographs."""
+    picks ranked by score."""
     if not n_labels:
         return 0.0
-    order = np.argsort(-np.asarray(scores, dtype=float))
-    hits = np.asarray(matched, dtype=float)[order]
-    true_positives = np.cumsum(hits)
-    precision = true_positives / np.arange(1, len(hits) + 1)
-    recall = true_positives / n_labels
+    precision, recall, _ = precision_recall_curve(matched, scores, n_labels)
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
     recall_steps = np.diff(np.concatenate([[0.0], recall]))
     return float(np.sum(envelope * recall_steps))

@@ -4,3 +4,4 @@ from .protocol_yolo_picking import CryoPruneProtYoloPicking
 from .protocol_pruner_training import CryoPruneProtPickerOptimizerTraining
 from .protocol_pruning import CryoPruneProtPickerOptimizer
 from .protocol_contrastive_2d import CryoPruneProtContrastive2D
+from .protocol_score_subset import CryoPruneProtScoreSubset

@@ -1,0 +1,66 @@
+"""Subset by score: the picks or particles whose cryoprune score reaches a
+threshold, the stricter cut chosen in the picks viewer."""
+import pyworkflow.protocol.params as params
+from pyworkflow import BETA
+from pwem.objects import SetOfCoordinates, SetOfParticles
+from pwem.protocols import EMProtocol
+
+from ..constants import SCORE_ATTR
+
+
+class CryoPruneProtScoreSubset(EMProtocol):
+    """Keeps the coordinates or particles whose score (`_cryopruneScore`: the
+    picker's confidence, or the pruner's probability of being a particle) is
+    at least the threshold. The picks viewer shows how many stay at each
+    threshold and saves this protocol for the one chosen."""
+    _label = "subset by score"
+    _devStatus = BETA
+    _possibleOutputs = {"outputCoordinates": SetOfCoordinates,
+                        "outputParticles": SetOfParticles}
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputSet", params.PointerParam,
+                      pointerClass="SetOfCoordinates,SetOfParticles", important=True,
+                      label="Scored picks",
+                      help="Coordinates or particles from the YOLO picking or the picker "
+                           "optimizer pruning: each carries a score.")
+        form.addParam("threshold", params.FloatParam, default=0.5,
+                      validators=[params.Range(0.0, 1.0)], label="Score threshold",
+                      help="Keep the items scoring at least this. The picks viewer "
+                           "shows the score histogram and the picks that stay.")
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.createOutputStep)
+
+    def createOutputStep(self):
+        inputSet = self.inputSet.get()
+        threshold = self.threshold.get()
+        if isinstance(inputSet, SetOfCoordinates):
+            subset = self._createSetOfCoordinates(inputSet.getMicrographs())
+            subset.setBoxSize(inputSet.getBoxSize())
+        else:
+            subset = self._createSetOfParticles()
+            subset.copyInfo(inputSet)
+        subset.copyItems(inputSet, itemSelectedCallback=lambda item:
+                         getattr(item, SCORE_ATTR).get() >= threshold)
+        self._defineOutputs(**{self._outputName(): subset})
+        self._defineSourceRelation(self.inputSet, subset)
+
+    def _validate(self):
+        inputSet = self.inputSet.get()
+        if inputSet is not None and not inputSet.getFirstItem().hasAttribute(SCORE_ATTR):
+            return ["%s has no scores (%s): use the output of a cryoprune picking or "
+                    "pruning" % (self.getObjectTag("inputSet"), SCORE_ATTR)]
+        return []
+
+    def _summary(self):
+        if not self.hasAttribute(self._outputName()):
+            return ["Subset not made yet."]
+        return ["Kept %d of %d items with score >= %s."
+                % (getattr(self, self._outputName()).getSize(),
+                   self.inputSet.get().getSize(), self.threshold.get())]
+
+    def _outputName(self):
+        isCoordinates = isinstance(self.inputSet.get(), SetOfCoordinates)
+        return "outputCoordinates" if isCoordinates else "outputParticles"
