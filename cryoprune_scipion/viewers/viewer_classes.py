@@ -62,6 +62,7 @@ class CryoPruneClassGalleryViewer(ProtocolViewer):
     def _showGallery(self, paramName=None):
         from pwem.viewers import EmPlotter
         plotter = EmPlotter(figsize=(8, 8), windowTitle=self.protocol.getRunName())
+        plotter.tightLayoutOn = False  # the gallery lays itself out
         draw_class_gallery(plotter.getFigure(), readClassAverages(self._classes()),
                            ORDERS[self.classOrder.get()])
         return [plotter]

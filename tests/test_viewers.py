@@ -1,0 +1,262 @@
+"""Headless tests of the viewers: each renders a PNG from the outputs of a
+picking, a pruning and a 2D classification run, built here directly from
+simulated data (no training), and what it shows is counted."""
+import os
+
+import numpy as np
+import pyworkflow.object as pwobj
+from matplotlib.figure import Figure
+from pyworkflow.protocol import STATUS_FINISHED
+from pyworkflow.tests import BaseTest, setupTestProject
+from pyworkflow.viewer import DESKTOP_TKINTER
+from pwem import Domain
+from pwem.protocols import ProtImportMicrographs, ProtImportParticles
+from pwem.viewers import ClassesView, DataViewer
+
+from cryoprune_scipion.constants import CLASS_ATTR, SCORE_ATTR
+from cryoprune_scipion.convert import setPruningAttributes
+from cryoprune_scipion.engine.io import write_micrograph, write_stack
+from cryoprune_scipion.engine.metrics import PickingScore, score_picks
+from cryoprune_scipion.engine.ranking import ClassScore, write_scores
+from cryoprune_scipion.engine.simulate import simulate_micrograph
+from cryoprune_scipion.protocols import (CryoPruneProtContrastive2D,
+                                         CryoPruneProtPickerOptimizer,
+                                         CryoPruneProtScoreSubset, CryoPruneProtYoloPicking)
+from cryoprune_scipion.viewers import CryoPruneClassGalleryViewer, CryoPrunePicksViewer
+from cryoprune_scipion.viewers.viewer_picks import readPicks, scoredSets
+from coordinate_import import import_coordinates, new_coordinates
+
+SHAPE = (256, 320)        # rows, columns
+PIXEL_SIZE = 4.0
+BOX_SIZE = 40
+FALSE_PICKS = 6           # per micrograph, off the particles
+JUNK_CLASSES = ["particle", "ice", "carbon"]
+CLASS_SIZES = [12, 7, 3, 2]
+
+
+class TestViewers(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.rng = np.random.default_rng(8)
+        cls.particles = cls._simulate(cls.getOutputPath("simulated"))
+        prot = cls.newProtocol(ProtImportMicrographs, filesPath=cls.getOutputPath("simulated"),
+                               filesPattern="sim_*.mrc", samplingRate=PIXEL_SIZE,
+                               voltage=300, sphericalAberration=2.7, amplitudeContrast=0.1)
+        cls.mics = cls.launchProtocol(prot).outputMicrographs
+        cls.micsPointer = pwobj.Pointer(prot, extended="outputMicrographs")
+        cls.reference = import_coordinates(
+            cls, cls.mics, lambda mic: [(p["x"], p["y"]) for p in cls._truth(mic)],
+            BOX_SIZE, "reference").outputCoordinates
+        cls.picking = cls._picking()
+        cls.pruning = cls._pruning()
+
+    @classmethod
+    def _simulate(cls, folder):
+        os.makedirs(folder)
+        particles = {}
+        for i in range(2):
+            simulated = simulate_micrograph(SHAPE, n_particles=10, pixel_size=PIXEL_SIZE,
+                                            snr=3.0, seed=800 + i)
+            write_micrograph(os.path.join(folder, "sim_%d.mrc" % i), simulated.image,
+                             PIXEL_SIZE)
+            particles["sim_%d.mrc" % i] = simulated.particles
+        return particles
+
+    @classmethod
+    def _truth(cls, mic):
+        return cls.particles[mic.getMicName()]
+
+    @classmethod
+    def _saved(cls, prot, outputs):
+        """`prot` saved in the project with `outputs` as if it had run."""
+        cls.proj.saveProtocol(prot)
+        os.makedirs(prot._getExtraPath(), exist_ok=True)
+        outputs(prot)
+        prot.setStatus(STATUS_FINISHED)
+        cls.proj._storeProtocol(prot)
+        return prot
+
+    @classmethod
+    def _picking(cls):
+        """A picking run's outputCoordinates: the true particles with high
+        confidence and their view, and false picks with low confidence."""
+        def outputs(prot):
+            coords = prot._createSetOfCoordinates(cls.micsPointer)
+            coords.setBoxSize(BOX_SIZE)
+            for mic in cls.mics.iterItems():
+                truth = cls._truth(mic)
+                false = cls.rng.uniform(BOX_SIZE, SHAPE[1] - BOX_SIZE, (FALSE_PICKS, 2))
+                centres = [(p["x"], p["y"]) for p in truth] + false.tolist()
+                views = [p["view"] for p in truth] + ["top"] * FALSE_PICKS
+                scores = np.concatenate([cls.rng.uniform(0.4, 1.0, len(truth)),
+                                         cls.rng.uniform(0.0, 0.5, FALSE_PICKS)])
+                for coord, view, score in zip(new_coordinates(mic, centres), views, scores):
+                    setattr(coord, SCORE_ATTR, pwobj.Float(score))
+                    setattr(coord, CLASS_ATTR, pwobj.String(view))
+                    coords.append(coord)
+            coords.write()
+            prot._defineOutputs(outputCoordinates=coords)
+        return cls._saved(cls.newProtocol(CryoPruneProtYoloPicking,
+                                          inputMicrographs=cls.micsPointer),
+                          outputs)
+
+    @classmethod
+    def _pruning(cls):
+        """A pruning run of the picks: random probabilities and junk classes,
+        kept at its threshold, the rest discarded."""
+        def outputs(prot):
+            picks = cls.picking.outputCoordinates
+            kept, discarded = prot._getOutputSets(picks)
+            for coord in picks.iterItems():
+                score = cls.rng.uniform()
+                setPruningAttributes(coord, score, cls.rng.choice(JUNK_CLASSES))
+                (kept if score >= prot.threshold.get() else discarded).append(coord.clone())
+            kept.write()
+            discarded.write()
+        prot = cls.newProtocol(CryoPruneProtPickerOptimizer)
+        prot.inputSet.set(cls.picking)
+        prot.inputSet.setExtended("outputCoordinates")
+        return cls._saved(prot, outputs)
+
+    def _viewer(self, viewerClass, prot, **values):
+        viewer = viewerClass(project=self.proj)
+        viewer.setProtocol(prot)
+        for name, value in values.items():
+            getattr(viewer, name).set(value)
+        return viewer
+
+    def _png(self, plotter, name):
+        path = self.getOutputPath(name)
+        plotter.savefig(path)
+        plotter.close()
+        self.assertGreater(os.path.getsize(path), 0)
+
+    # ------------------------------------------------------------ picks
+    def test_viewers_found_for_each_protocol(self):
+        for prot in (self.picking, self.pruning):
+            self.assertIn(CryoPrunePicksViewer, Domain.findViewers(prot, DESKTOP_TKINTER))
+
+    def test_picks_on_micrograph(self):
+        threshold = 0.45
+        viewer = self._viewer(CryoPrunePicksViewer, self.picking, threshold=threshold,
+                              micrograph=2)
+        [plotter] = viewer._showPicks()
+        ax = plotter.getFigure().axes[0]
+        mic = list(self.mics.iterItems(orderBy="id"))[1]
+        scores = [c.getAttributeValue(SCORE_ATTR) for c in
+                  self.picking.outputCoordinates.iterItems(where="_micId=%d" % mic.getObjId())]
+        drawn = {c.get_label(): len(c.get_offsets()) for c in ax.collections}
+        below = [n for label, n in drawn.items() if label.startswith("below")]
+        self.assertEqual(below, [sum(s < threshold for s in scores)])
+        self.assertEqual(sum(drawn.values()) - below[0], sum(s >= threshold for s in scores))
+        self.assertIn("%d of %d picks" % (sum(s >= threshold for s in scores), len(scores)),
+                      ax.get_title())
+        self.assertEqual(len(ax.get_legend().get_texts()), len(drawn))
+        plotter.slider.set_val(0.0)  # moving the slider redraws every pick in colour
+        [below] = [c for c in ax.collections if c.get_label().startswith("below")]
+        self.assertEqual(len(below.get_offsets()), 0)
+        self.assertIn("%d of %d picks" % (len(scores), len(scores)), ax.get_title())
+        self._png(plotter, "picks.png")
+
+    def test_score_histograms(self):
+        for prot, classes in ((self.picking, {"top", "side"}),
+                              (self.pruning, set(JUNK_CLASSES))):
+            viewer = self._viewer(CryoPrunePicksViewer, prot)
+            [plotter] = viewer._showHistogram()
+            ax = plotter.getFigure().axes[0]
+            self.assertEqual(sum(bar.get_height() for bar in ax.patches),
+                             self.picking.outputCoordinates.getSize())
+            texts = [t.get_text() for t in ax.get_legend().get_texts()]
+            [threshold] = [text for text in texts if text.startswith("threshold")]
+            self.assertEqual({text.split(" (")[0] for text in texts if text != threshold},
+                             classes)
+            scores = [c.getAttributeValue(SCORE_ATTR) for s in scoredSets(prot)
+                      for c in s.iterItems()]
+            self.assertIn("%d of %d" % (sum(s >= prot.threshold.get() for s in scores),
+                                        len(scores)), threshold)
+            self.assertEqual(ax.lines[0].get_xdata()[0], prot.threshold.get())
+            self._png(plotter, "histogram_%s.png" % prot.getObjId())
+
+    def test_precision_recall(self):
+        viewer = self._viewer(CryoPrunePicksViewer, self.picking, threshold=0.0)
+        viewer.referenceCoordinates.set(self.reference)
+        [plotter] = viewer._showPrecisionRecall()
+        ax = plotter.getFigure().axes[0]
+        picks, reference = readPicks([self.picking.outputCoordinates]), readPicks([self.reference])
+        expected = sum((score_picks(np.column_stack([picks.on(name).x, picks.on(name).y]),
+                                    np.column_stack([reference.on(name).x,
+                                                     reference.on(name).y]),
+                                    BOX_SIZE / 2, picks.on(name).score)
+                        for name in self.particles), PickingScore(0, 0, 0))
+        curve, point = ax.lines
+        self.assertEqual(len(curve.get_xdata()), len(picks))
+        self.assertAlmostEqual(point.get_xdata()[0], expected.recall)
+        self.assertAlmostEqual(point.get_ydata()[0], expected.precision)
+        self._png(plotter, "precision_recall.png")
+
+    def test_subset_by_score(self):
+        threshold = 0.7
+        prot = self.newProtocol(CryoPruneProtScoreSubset, threshold=threshold)
+        prot.inputSet.set(self.pruning)
+        prot.inputSet.setExtended("outputCoordinates")
+        self.launchProtocol(prot)
+        kept = self.pruning.outputCoordinates
+        expected = sum(c.getAttributeValue(SCORE_ATTR) >= threshold for c in kept.iterItems())
+        self.assertEqual(prot.outputCoordinates.getSize(), expected)
+        self.assertEqual(prot.outputCoordinates.getBoxSize(), BOX_SIZE)
+        self.assertTrue(all(c.getAttributeValue(SCORE_ATTR) >= threshold
+                            for c in prot.outputCoordinates.iterItems()))
+
+    # ------------------------------------------------------------ classes
+    def test_class_gallery(self):
+        prot = self._classification()
+        classes = prot.outputClasses
+        self.assertIn(CryoPruneClassGalleryViewer, Domain.findViewers(prot, DESKTOP_TKINTER))
+        for order in (0, 1):
+            viewer = self._viewer(CryoPruneClassGalleryViewer, prot, classOrder=order)
+            [plotter] = viewer._showGallery()
+            axes = [ax for ax in plotter.getFigure().axes if ax.images]
+            self.assertEqual(len(axes), classes.getSize())
+            sizes = [int(ax.get_title().split(": ")[1].split()[0]) for ax in axes]
+            if order == 0:
+                self.assertEqual(sizes, sorted(CLASS_SIZES, reverse=True))
+            self._png(plotter, "gallery_%d.png" % order)
+        [view] = self._viewer(CryoPruneClassGalleryViewer, prot)._showClasses()
+        self.assertIn("_cryopruneResolution", view.getShowJParams())
+        self.assertIn(DataViewer, Domain.findViewers(classes, DESKTOP_TKINTER))
+        self.assertIsInstance(DataViewer(project=self.proj)._visualize(classes)[0],
+                              ClassesView)
+
+    def _classification(self):
+        """A 2D classification run's outputs made by its own output step from
+        the files its job writes."""
+        box, count = 32, sum(CLASS_SIZES)
+        folder = self.getOutputPath("particles")
+        os.makedirs(folder)
+        write_stack(os.path.join(folder, "particles.mrcs"),
+                    self.rng.normal(size=(count, box, box)).astype(np.float32), PIXEL_SIZE)
+        importProt = self.launchProtocol(self.newProtocol(
+            ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_FILES,
+            filesPath=folder, filesPattern="particles.mrcs", samplingRate=PIXEL_SIZE,
+            voltage=300, sphericalAberration=2.7, amplitudeContrast=0.1))
+        labels = np.repeat(np.arange(1, len(CLASS_SIZES) + 1), CLASS_SIZES)
+
+        def outputs(prot):
+            extra = prot._getExtraPath()
+            write_stack(os.path.join(extra, "averages.mrcs"),
+                        self.rng.normal(size=(len(CLASS_SIZES), box, box)).astype(np.float32))
+            with open(os.path.join(extra, "alignment.csv"), "w") as f:
+                f.write("index,class,angle,shift_x,shift_y,weight\n")
+                f.writelines("%d,%d,0,0,0,1\n" % (i, k) for i, k in enumerate(labels))
+            write_scores([ClassScore(n, 8.0 - k, 6.0, 0.1 * k, None)
+                          for k, n in enumerate(CLASS_SIZES)], extra)
+            open(os.path.join(extra, "encoder.pt"), "w").close()
+            with open(os.path.join(extra, "model.json"), "w") as f:
+                f.write('{"kind": "encoder", "working_size": %d}' % box)
+            prot.createOutputStep()
+        prot = self.newProtocol(CryoPruneProtContrastive2D,
+                                numberOfClasses=len(CLASS_SIZES))
+        prot.inputParticles.set(importProt)
+        prot.inputParticles.setExtended("outputParticles")
+        return self._saved(prot, outputs)
