@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 PIXEL_SIZE = 3.0  # Angstrom
 BOX_SIZE = 64     # pixels, about 1.3 particle diameters
+PICK_THRESHOLD = 0.1
 
 
 def add_commands(commands):
@@ -62,7 +63,6 @@ def run_demo(args):
     from ..engine.metrics import score_picks
     from ..engine.picking import PICK_FIELDS, pick, train_picker
     from ..engine.preprocess import PreprocessSettings
-    from ..engine.render import draw_picks
     RunOutputs(args).folder(args.out, results=demo_results(args.micrographs))
     paths, truth_dir = simulate_dataset(args.out, args.micrographs, args.snr)
     training, held_out = paths[:-2], paths[-2:]
@@ -74,21 +74,34 @@ def run_demo(args):
                  patience=args.epochs, gpu_ids=gpu_ids, threads=args.threads)
     picks_dir = os.path.join(args.out, "picks")
     os.makedirs(picks_dir, exist_ok=True)
-    for path, picks in pick(os.path.join(model_dir, MODEL_WEIGHTS), held_out, threshold=0.1,
-                            gpu_ids=gpu_ids, threads=args.threads):
+    for path, picks in pick(os.path.join(model_dir, MODEL_WEIGHTS), held_out,
+                            threshold=PICK_THRESHOLD, gpu_ids=gpu_ids, threads=args.threads):
         stem = micrograph_stem(path)
         write_table(os.path.join(picks_dir, stem + ".csv"), PICK_FIELDS, picks)
-        picture = os.path.join(args.out, stem + "_picks.png")
-        draw_picks(read_micrograph(path), picks, BOX_SIZE, picture, ["top", "side"])
         truth = read_coordinates(os.path.join(truth_dir, stem + ".csv"))
         score = score_picks(np.array([(p["x"], p["y"]) for p in picks]).reshape(-1, 2),
                             [(t["x"], t["y"]) for t in truth], BOX_SIZE / 4,
                             [p["score"] for p in picks])
+        picture = os.path.join(args.out, stem + "_picks.png")
+        save_picks_picture(read_micrograph(path), picks, picture,
+                           "%s: %d picks, %d true particles; precision %.2f, recall %.2f"
+                           % (stem, len(picks), len(truth), score.precision, score.recall))
         print("%s: %d picks, %d true particles; precision %.2f, recall %.2f, F1 %.2f "
               "(within %d px); view class right for %.0f%% of the found particles; "
               "picture %s" % (stem, len(picks), len(truth), score.precision, score.recall,
                               score.f1, BOX_SIZE // 4, 100 * view_agreement(picks, truth),
                               picture), flush=True)
+
+
+def save_picks_picture(micrograph, picks, path, title):
+    """A PNG of the micrograph with its picks, coloured by view class."""
+    from matplotlib.figure import Figure
+    from ..engine.simulate import VIEWS
+    from ..viewers.plots import Picks, picks_figure
+    figure = Figure(figsize=(8, 8.5))
+    picks_figure(figure, micrograph, Picks.from_rows(picks), BOX_SIZE, PICK_THRESHOLD,
+                 title, list(VIEWS))
+    figure.savefig(path, dpi=100)
 
 
 def view_agreement(picks, truth):

@@ -56,9 +56,10 @@ class ClassAverage:
 
 
 def class_colours(names):
-    """One colour per class name, in the order given."""
+    """One colour per class name, the same in every picture of these
+    classes."""
     palette = colormaps["tab10"].colors
-    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    return {name: palette[i % len(palette)] for i, name in enumerate(sorted(names))}
 
 
 def count_above(scores, threshold):
