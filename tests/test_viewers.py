@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pyworkflow.object as pwobj
-from matplotlib.figure import Figure
 from pyworkflow.protocol import STATUS_FINISHED
 from pyworkflow.tests import BaseTest, setupTestProject
 from pyworkflow.viewer import DESKTOP_TKINTER
@@ -14,6 +13,7 @@ from pwem.protocols import ProtImportMicrographs, ProtImportParticles
 from pwem.viewers import ClassesView, DataViewer
 
 from cryoprune_scipion.constants import CLASS_ATTR, SCORE_ATTR
+from cryoprune_scipion.cli.demo import save_picks_picture
 from cryoprune_scipion.convert import setPruningAttributes
 from cryoprune_scipion.engine.io import write_micrograph, write_stack
 from cryoprune_scipion.engine.metrics import PickingScore, score_picks
@@ -208,6 +208,19 @@ class TestViewers(BaseTest):
         self.assertTrue(all(c.getAttributeValue(SCORE_ATTR) >= threshold
                             for c in prot.outputCoordinates.iterItems()))
 
+    def test_subset_from_viewer(self):
+        viewer = self._viewer(CryoPrunePicksViewer, self.pruning, threshold=0.3)
+        [refusal] = viewer._createSubset()
+        self.assertIn("outputCoordinates_discarded", refusal.getMessage())
+        viewer.threshold.set(0.8)
+        viewer._createSubset()
+        [subset] = [p for p in self.proj.getRuns(refresh=True)
+                    if isinstance(p, CryoPruneProtScoreSubset) and p.threshold.get() == 0.8]
+        self._waitOutput(subset, "outputCoordinates", sleepTime=0.5, timeOut=60)
+        kept = self.pruning.outputCoordinates
+        self.assertEqual(subset.outputCoordinates.getSize(),
+                         sum(c.getAttributeValue(SCORE_ATTR) >= 0.8 for c in kept.iterItems()))
+
     # ------------------------------------------------------------ classes
     def test_class_gallery(self):
         prot = self._classification()
@@ -260,3 +273,18 @@ class TestViewers(BaseTest):
         prot.inputParticles.set(importProt)
         prot.inputParticles.setExtended("outputParticles")
         return self._saved(prot, outputs)
+
+
+def test_demo_picture(tmp_path):
+    """The demo's picture: every pick drawn, a legend of the view classes and
+    the precision in the title."""
+    simulated = simulate_micrograph(SHAPE, n_particles=8, pixel_size=PIXEL_SIZE, seed=1)
+    picks = [{"x": p["x"], "y": p["y"], "score": 0.9, "class": p["view"]}
+             for p in simulated.particles]
+    path = str(tmp_path / "picks.png")
+    [ax] = save_picks_picture(simulated.image, picks, path, "sim: precision 1.00").axes
+    assert os.path.getsize(path) > 0
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(picks)
+    assert [t.get_text().split(" (")[0] for t in ax.get_legend().get_texts()][:2] \
+        == sorted({p["class"] for p in picks})
+    assert ax.get_title().startswith("sim: precision 1.00")

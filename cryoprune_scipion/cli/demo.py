@@ -94,7 +94,8 @@ def run_demo(args):
 
 
 def save_picks_picture(micrograph, picks, path, title):
-    """A PNG of the micrograph with its picks, coloured by view class."""
+    """A PNG of the micrograph with its picks, coloured by view class;
+    returns the figure."""
     from matplotlib.figure import Figure
     from ..engine.simulate import VIEWS
     from ..viewers.plots import Picks, picks_figure
@@ -102,6 +103,7 @@ def save_picks_picture(micrograph, picks, path, title):
     picks_figure(figure, micrograph, Picks.from_rows(picks), BOX_SIZE, PICK_THRESHOLD,
                  title, list(VIEWS))
     figure.savefig(path, dpi=100)
+    return figure
 
 
 def view_agreement(picks, truth):
