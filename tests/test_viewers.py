@@ -32,6 +32,7 @@ BOX_SIZE = 40
 FALSE_PICKS = 6           # per micrograph, off the particles
 JUNK_CLASSES = ["particle", "ice", "carbon"]
 CLASS_SIZES = [12, 7, 3, 2]
+PARTICLE_BOX = 32
 
 
 class TestViewers(BaseTest):
@@ -49,7 +50,8 @@ class TestViewers(BaseTest):
             cls, cls.mics, lambda mic: [(p["x"], p["y"]) for p in cls._truth(mic)],
             BOX_SIZE, "reference").outputCoordinates
         cls.picking = cls._picking()
-        cls.pruning = cls._pruning()
+        cls.pruning = cls._pruning(cls.picking, "outputCoordinates")
+        cls.particlesImport = cls._importParticles()
 
     @classmethod
     def _simulate(cls, folder):
@@ -102,22 +104,36 @@ class TestViewers(BaseTest):
                           outputs)
 
     @classmethod
-    def _pruning(cls):
-        """A pruning run of the picks: random probabilities and junk classes,
-        kept at its threshold, the rest discarded."""
+    def _pruning(cls, inputProt, inputName):
+        """A pruning run of coordinates or particles: random probabilities
+        and junk classes, kept at its threshold, the rest discarded."""
         def outputs(prot):
-            picks = cls.picking.outputCoordinates
-            kept, discarded = prot._getOutputSets(picks)
-            for coord in picks.iterItems():
+            items = getattr(inputProt, inputName)
+            kept, discarded = prot._getOutputSets(items)
+            for item in items.iterItems():
                 score = cls.rng.uniform()
-                setPruningAttributes(coord, score, cls.rng.choice(JUNK_CLASSES))
-                (kept if score >= prot.threshold.get() else discarded).append(coord.clone())
+                setPruningAttributes(item, score, cls.rng.choice(JUNK_CLASSES))
+                (kept if score >= prot.threshold.get() else discarded).append(item.clone())
             kept.write()
             discarded.write()
         prot = cls.newProtocol(CryoPruneProtPickerOptimizer)
-        prot.inputSet.set(cls.picking)
-        prot.inputSet.setExtended("outputCoordinates")
+        prot.inputSet.set(inputProt)
+        prot.inputSet.setExtended(inputName)
         return cls._saved(prot, outputs)
+
+    @classmethod
+    def _importParticles(cls):
+        """Particles of noise, as many as the classes below hold, without
+        coordinates."""
+        folder = cls.getOutputPath("particles")
+        os.makedirs(folder)
+        write_stack(os.path.join(folder, "particles.mrcs"),
+                    cls.rng.normal(size=(sum(CLASS_SIZES), PARTICLE_BOX, PARTICLE_BOX))
+                    .astype(np.float32), PIXEL_SIZE)
+        return cls.launchProtocol(cls.newProtocol(
+            ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_FILES,
+            filesPath=folder, filesPattern="particles.mrcs", samplingRate=PIXEL_SIZE,
+            voltage=300, sphericalAberration=2.7, amplitudeContrast=0.1))
 
     def _viewer(self, viewerClass, prot, **values):
         viewer = viewerClass(project=self.proj)
@@ -177,6 +193,15 @@ class TestViewers(BaseTest):
                                         len(scores)), threshold)
             self.assertEqual(ax.lines[0].get_xdata()[0], prot.threshold.get())
             self._png(plotter, "histogram_%s.png" % prot.getObjId())
+
+    def test_histogram_of_pruned_particles(self):
+        pruning = self._pruning(self.particlesImport, "outputParticles")
+        [plotter] = self._viewer(CryoPrunePicksViewer, pruning)._showHistogram()
+        ax = plotter.getFigure().axes[0]
+        self.assertEqual(sum(bar.get_height() for bar in ax.patches), sum(CLASS_SIZES))
+        [message] = self._viewer(CryoPrunePicksViewer, pruning)._showPicks()
+        self.assertIn("coordinate outputs only", message.getMessage())
+        plotter.close()
 
     def test_precision_recall(self):
         viewer = self._viewer(CryoPrunePicksViewer, self.picking, threshold=0.0)
@@ -244,15 +269,7 @@ class TestViewers(BaseTest):
     def _classification(self):
         """A 2D classification run's outputs made by its own output step from
         the files its job writes."""
-        box, count = 32, sum(CLASS_SIZES)
-        folder = self.getOutputPath("particles")
-        os.makedirs(folder)
-        write_stack(os.path.join(folder, "particles.mrcs"),
-                    self.rng.normal(size=(count, box, box)).astype(np.float32), PIXEL_SIZE)
-        importProt = self.launchProtocol(self.newProtocol(
-            ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_FILES,
-            filesPath=folder, filesPattern="particles.mrcs", samplingRate=PIXEL_SIZE,
-            voltage=300, sphericalAberration=2.7, amplitudeContrast=0.1))
+        box = PARTICLE_BOX
         labels = np.repeat(np.arange(1, len(CLASS_SIZES) + 1), CLASS_SIZES)
 
         def outputs(prot):
@@ -270,7 +287,7 @@ class TestViewers(BaseTest):
             prot.createOutputStep()
         prot = self.newProtocol(CryoPruneProtContrastive2D,
                                 numberOfClasses=len(CLASS_SIZES))
-        prot.inputParticles.set(importProt)
+        prot.inputParticles.set(self.particlesImport)
         prot.inputParticles.setExtended("outputParticles")
         return self._saved(prot, outputs)
 

@@ -27,16 +27,21 @@ def micrographNames(coordSet):
 
 def readPicks(itemSets):
     """Picks of coordinate or particle sets: position, score, class and the
-    name of the micrograph of each item (particles: of their coordinate)."""
+    name of the micrograph of each item (particles: of their coordinate;
+    none for particles without one)."""
     rows = []
     for itemSet in itemSets:
-        names = micrographNames(itemSet) if isinstance(itemSet, SetOfCoordinates) else {}
+        isCoordinates = isinstance(itemSet, SetOfCoordinates)
+        names = micrographNames(itemSet) if isCoordinates else {}
         for item in itemSet.iterItems(orderBy="id"):
-            coord = item if isinstance(itemSet, SetOfCoordinates) else item.getCoordinate()
-            rows.append({"x": coord.getX(), "y": coord.getY(),
-                         "micrograph": names.get(coord.getMicId(), coord.getMicName()),
-                         "score": item.getAttributeValue(SCORE_ATTR, np.nan),
-                         "class": item.getAttributeValue(CLASS_ATTR, "")})
+            coord = item if isCoordinates else item.getCoordinate()
+            row = {"x": np.nan, "y": np.nan, "micrograph": "",
+                   "score": item.getAttributeValue(SCORE_ATTR, np.nan),
+                   "class": item.getAttributeValue(CLASS_ATTR, "")}
+            if coord is not None:
+                row.update(x=coord.getX(), y=coord.getY(),
+                           micrograph=names.get(coord.getMicId(), coord.getMicName()))
+            rows.append(row)
     return Picks.from_rows(rows)
 
 
