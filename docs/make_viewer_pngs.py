@@ -14,7 +14,7 @@ from PIL import Image
 
 from cryoprune_scipion.engine.simulate import (VIEWS, asymmetric_tetramer, project,
                                                rotation_matrix, simulate_micrograph)
-from cryoprune_scipion.viewers.plots import (ClassAverage, Picks, draw_class_gallery,
+from cryoprune_scipion.engine.plots import (ClassAverage, Picks, draw_class_gallery,
                                              draw_precision_recall, draw_score_histogram,
                                              match_to_reference, picks_figure)
 

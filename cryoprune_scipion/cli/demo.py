@@ -98,7 +98,7 @@ def save_picks_picture(micrograph, picks, path, title):
     returns the figure."""
     from matplotlib.figure import Figure
     from ..engine.simulate import VIEWS
-    from ..viewers.plots import Picks, picks_figure
+    from ..engine.plots import Picks, picks_figure
     figure = Figure(figsize=(8, 8.5))
     picks_figure(figure, micrograph, Picks.from_rows(picks), BOX_SIZE, PICK_THRESHOLD,
                  title, list(VIEWS))

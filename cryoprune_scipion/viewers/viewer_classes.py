@@ -9,7 +9,7 @@ from ..engine.io import read_stack
 from ..engine.ranking import ORDERS
 from ..protocols import CryoPruneProtContrastive2D
 from ..protocols.protocol_contrastive_2d import CLASS_ORDERS, OUTPUT_CLASSES
-from .plots import ClassAverage, draw_class_gallery
+from ..engine.plots import ClassAverage, draw_class_gallery
 
 CLASS_FIELDS = "id _size %s %s" % (RESOLUTION_ATTR, CORRELATION_ATTR)
 

@@ -12,7 +12,7 @@ from ..engine.io import read_micrograph
 from ..protocols import (CryoPruneProtPickerOptimizer, CryoPruneProtScoreSubset,
                          CryoPruneProtYoloPicking)
 from ..protocols.protocol_pruning import DISCARDED
-from .plots import (Picks, add_threshold_slider, draw_precision_recall,
+from ..engine.plots import (Picks, add_threshold_slider, draw_precision_recall,
                     draw_score_histogram, match_to_reference, picks_figure)
 
 # What the score and the class of an item mean, by the protocol that scored it

@@ -9,8 +9,8 @@ import dataclasses
 import numpy as np
 from matplotlib import colormaps
 
-from ..engine.metrics import average_precision, match_picks, precision_recall_curve
-from ..engine.ranking import ORDERS
+from .metrics import average_precision, match_picks, precision_recall_curve
+from .ranking import ORDERS
 
 BELOW_THRESHOLD_COLOUR = "white"
 DISPLAY_SIDE = 1024                   # micrographs are shrunk to at most this for display
