@@ -5,9 +5,10 @@ import os
 import numpy as np
 import pyworkflow.object as pwobj
 from pyworkflow.tests import BaseTest, setupTestProject
-from pwem.protocols import ProtImportMicrographs, ProtImportParticles
+from pwem.protocols import ProtImportMicrographs, ProtImportParticles, ProtUnionSet
 
-from cryoprune_scipion.constants import CLASS_ATTR, SCORE_ATTR
+from cryoprune_scipion.constants import (CLASS_ATTR, JUNK_CLASS_ATTR, PARTICLE_SCORE_ATTR,
+                                         SCORE_ATTR)
 from cryoprune_scipion.engine.io import write_micrograph, write_stack
 from cryoprune_scipion.engine.simulate import simulate_micrograph
 from cryoprune_scipion.engine.windows import extract_windows
@@ -20,6 +21,12 @@ PIXEL_SIZE = 4.0           # the barrel is about 37 px across
 BOX_SIZE = 48
 DOWN_FACTOR = 1.5          # 32 px windows
 TRAIN, TEST = ["sim_0", "sim_1", "sim_2"], ["sim_3", "sim_4"]
+
+
+def pickerAttributes(coord):
+    """A picker's confidence and view class, made up from the position."""
+    return {SCORE_ATTR: pwobj.Float(round(0.25 + (coord.getX() % 75) / 100, 2)),
+            CLASS_ATTR: pwobj.String("top" if coord.getY() % 2 else "side")}
 
 
 def background(micrograph, n, rng):
@@ -56,7 +63,7 @@ class TestPickerOptimizer(BaseTest):
         cls.mics = cls.launchProtocol(prot).outputMicrographs
 
     @classmethod
-    def importCoordinates(cls, names, kinds, label):
+    def importCoordinates(cls, names, kinds, label, attributes=None):
         """The import of the named micrographs' centres of `kinds`, and
         whether each coordinate is a particle, in the order of the set."""
         def centres(mic):
@@ -66,7 +73,8 @@ class TestPickerOptimizer(BaseTest):
         stems = [os.path.splitext(mic.getMicName())[0] for mic in cls.mics]
         truth = [kind == "particle" for stem in stems if stem in names
                  for kind in kinds for _ in cls.centres[stem][kind]]
-        return import_coordinates(cls, cls.mics, centres, BOX_SIZE, label), truth
+        return import_coordinates(cls, cls.mics, centres, BOX_SIZE, label,
+                                  attributes), truth
 
     def train(self):
         good, _ = self.importCoordinates(TRAIN, ["particle"], "good")
@@ -90,8 +98,10 @@ class TestPickerOptimizer(BaseTest):
         self.assertTrue(any("F1" in line for line in training.summary()))
 
         picks, truth = self.importCoordinates(TEST, ["particle", "ice", "background"],
-                                              "picks")
+                                              "picks", pickerAttributes)
         inputSet = picks.outputCoordinates
+        picker = {c.getObjId(): (getattr(c, SCORE_ATTR).get(), getattr(c, CLASS_ATTR).get())
+                  for c in inputSet}
         isParticle = dict(zip([c.getObjId() for c in inputSet.iterItems(orderBy="id")],
                               truth))
         prune = self.newProtocol(CryoPruneProtPickerOptimizer, inputSet=inputSet,
@@ -107,10 +117,15 @@ class TestPickerOptimizer(BaseTest):
         self.assertEqual(kept.getBoxSize(), BOX_SIZE)
         for outputSet, isKept in ((kept, True), (discarded, False)):
             for coord in outputSet:
-                score = getattr(coord, SCORE_ATTR).get()
+                score = getattr(coord, PARTICLE_SCORE_ATTR).get()
                 self.assertEqual(score >= 0.5, isKept)
-                self.assertIn(getattr(coord, CLASS_ATTR).get(),
+                self.assertIn(getattr(coord, JUNK_CLASS_ATTR).get(),
                               ["particle", "ice", "background"])
+                # The picker's confidence and view class are kept.
+                self.assertEqual((getattr(coord, SCORE_ATTR).get(),
+                                  getattr(coord, CLASS_ATTR).get()),
+                                 picker[coord.getObjId()])
+        self.assertAttributesSurviveUnion(prune, picker)
         summary = " ".join(prune.summary())
         self.assertIn("Kept %d of %d items" % (len(keptIds), len(isParticle)), summary)
         self.assertIn("by predicted class: particle", summary)
@@ -129,14 +144,32 @@ class TestPickerOptimizer(BaseTest):
                                      inputModel=model, downFactor=DOWN_FACTOR,
                                      useGpu=False)
         self.launchProtocol(prunePart)
-        scores = {p.getObjId(): getattr(p, SCORE_ATTR).get()
+        scores = {p.getObjId(): getattr(p, PARTICLE_SCORE_ATTR).get()
                   for outputSet in (prunePart.outputParticles,
                                     prunePart.outputParticles_discarded)
                   for p in outputSet}
         self.assertEqual(len(scores), inputSet.getSize())
-        coordScores = [getattr(c, SCORE_ATTR).get() for out in (kept, discarded)
+        coordScores = [getattr(c, PARTICLE_SCORE_ATTR).get() for out in (kept, discarded)
                        for c in out.iterItems(orderBy="id")]
         np.testing.assert_allclose(sorted(scores.values()), sorted(coordScores), atol=1e-4)
+
+    def assertAttributesSurviveUnion(self, prune, picker):
+        """A set made from the pruning outputs by a Scipion protocol (the
+        union of kept and discarded) carries both the picker's and the
+        pruner's attributes."""
+        outputs = ["outputCoordinates", "outputCoordinates_discarded"]
+        union = self.newProtocol(ProtUnionSet)
+        for name in outputs:
+            union.inputSets.append(pwobj.Pointer(prune, extended=name))
+        merged = self.launchProtocol(union).outputSet
+        self.assertEqual(merged.getSize(), len(picker))
+        pruner = {c.getObjId(): getattr(c, PARTICLE_SCORE_ATTR).get()
+                  for name in outputs for c in getattr(prune, name)}
+        for coord in merged:
+            self.assertEqual((getattr(coord, SCORE_ATTR).get(),
+                              getattr(coord, CLASS_ATTR).get()), picker[coord.getObjId()])
+            self.assertEqual(getattr(coord, PARTICLE_SCORE_ATTR).get(),
+                             pruner[coord.getObjId()])
 
     def importParticles(self, coordSet):
         """Windows of the picks, in id order, imported as particles."""

@@ -11,7 +11,7 @@ from pwem.objects import SetOfCoordinates, SetOfParticles
 from pwem.protocols import EMProtocol
 
 from .. import Plugin
-from ..constants import CLASS_ATTR
+from ..constants import JUNK_CLASS_ATTR
 from ..convert import readPruningScores, setPruningAttributes
 from .protocol_pruner_training import itemWindows, windowBox
 
@@ -22,8 +22,10 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
     """Prunes false picks (ice, carbon, aggregates, background, off-centre
     picks) from a SetOfCoordinates or a SetOfParticles with a classifier
     trained by the PickerOptimizer training protocol. Every item gets the
-    probability of being a particle (`_cryopruneScore`) and its predicted
-    class (`_cryopruneClass`); items scoring at least the threshold go to
+    probability of being a particle (`_cryopruneParticleScore`) and its
+    predicted class (`_cryopruneJunkClass`: particle or a junk class) and
+    keeps the picker's confidence and view class (`_cryopruneScore`,
+    `_cryopruneClass`); items scoring at least the threshold go to
     the kept set, the others to the `..._discarded` set. The input is
     processed chunk by chunk, so any number of particles and streamed input
     work."""
@@ -169,9 +171,10 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
                    "%d discarded." % (kept, kept + discarded, self.threshold.get(),
                                       discarded)]
         for outputName in (keptName, discardedName):
-            counts = getattr(self, outputName).aggregate(["COUNT"], CLASS_ATTR, [CLASS_ATTR])
+            counts = getattr(self, outputName).aggregate(["COUNT"], JUNK_CLASS_ATTR,
+                                                         [JUNK_CLASS_ATTR])
             summary.append("%s by predicted class: %s" % (outputName, ", ".join(
-                "%s %d" % (row[CLASS_ATTR], row["COUNT"]) for row in counts)))
+                "%s %d" % (row[JUNK_CLASS_ATTR], row["COUNT"]) for row in counts)))
         return summary
 
     def _methods(self):
