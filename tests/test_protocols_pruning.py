@@ -12,6 +12,7 @@ from cryoprune_scipion.constants import (CLASS_ATTR, JUNK_CLASS_ATTR, PARTICLE_S
 from cryoprune_scipion.engine.io import write_micrograph, write_stack
 from cryoprune_scipion.engine.simulate import simulate_micrograph
 from cryoprune_scipion.engine.windows import extract_windows
+from cryoprune_scipion.objects import CryoPrunePrunerModel
 from cryoprune_scipion.protocols import (CryoPruneProtPickerOptimizer,
                                          CryoPruneProtPickerOptimizerTraining)
 from coordinate_import import import_coordinates
@@ -93,7 +94,9 @@ class TestPickerOptimizer(BaseTest):
         training = self.train()
         model = training.outputModel
         self.assertEqual(model.getClassNames(), ["particle", "ice", "background"])
-        self.assertEqual(model.getBoxSize(), 32)
+        self.assertEqual(model.getBoxSize(), BOX_SIZE)
+        self.assertEqual(model.getDownFactor(), DOWN_FACTOR)
+        self.assertEqual(model.getWindowSize(), 32)
         self.assertTrue(os.path.isfile(training._getExtraPath("validation.json")))
         self.assertTrue(any("F1" in line for line in training.summary()))
 
@@ -104,8 +107,9 @@ class TestPickerOptimizer(BaseTest):
                   for c in inputSet}
         isParticle = dict(zip([c.getObjId() for c in inputSet.iterItems(orderBy="id")],
                               truth))
+        # Box size and downsampling left empty: the model's.
         prune = self.newProtocol(CryoPruneProtPickerOptimizer, inputSet=inputSet,
-                                 inputModel=model, downFactor=DOWN_FACTOR, threshold=0.5,
+                                 inputModel=model, threshold=0.5,
                                  chunkSize=30, useGpu=False, numberOfThreads=2)
         self.launchProtocol(prune)
         kept, discarded = prune.outputCoordinates, prune.outputCoordinates_discarded
@@ -187,6 +191,28 @@ class TestPickerOptimizer(BaseTest):
                                 samplingRate=PIXEL_SIZE, voltage=300,
                                 sphericalAberration=2.7, amplitudeContrast=0.1)
         return self.launchProtocol(prot).outputParticles
+
+    def test_pruning_form_takes_box_and_downsampling_from_the_model(self):
+        weights = self.getOutputPath("pruner", "model.pt")
+        os.makedirs(os.path.dirname(weights), exist_ok=True)
+        open(weights, "w").close()
+        model = CryoPrunePrunerModel(filename=weights)
+        model.setBoxSize(BOX_SIZE)
+        model.setDownFactor(DOWN_FACTOR)
+        model.setWindowSize(32)
+        picks, _ = self.importCoordinates(TEST[:1], ["particle"], "other box")
+        coords = picks.outputCoordinates
+        coords.setBoxSize(64)  # the picker's box: not the pruner's
+        prune = self.newProtocol(CryoPruneProtPickerOptimizer)
+        prune.inputSet.set(coords)
+        prune.inputModel.set(model)
+        self.assertEqual(prune.validate(), [])
+        self.assertEqual((prune._getWindowBox(coords), prune._getDownFactor()),
+                         (BOX_SIZE, DOWN_FACTOR))
+        prune.downFactor.set(1.0)
+        errors = " ".join(prune.validate())
+        self.assertIn("windows would be 48 px", errors)
+        self.assertIn("trained on 32 px windows (box 48 px downsampled by 1.5)", errors)
 
     def test_validation_names_the_problem(self):
         picks, _ = self.importCoordinates(TEST[:1], ["particle"], "few")

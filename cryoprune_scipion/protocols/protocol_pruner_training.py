@@ -210,7 +210,9 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
         model = CryoPrunePrunerModel(filename=self._getModelDir(MODEL_WEIGHTS))
         metadata = model.getMetadata()
         model.setClassNames(metadata["classes"])
-        model.setBoxSize(metadata["box_size"])
+        model.setBoxSize(windowBox(self.inputGood.get(), self.boxSize.get()))
+        model.setDownFactor(self.downFactor.get())
+        model.setWindowSize(metadata["box_size"])
         with open(self._getExtraPath(VALIDATION_FILE), "w") as f:
             json.dump(metadata.get("validation", {}), f, indent=1)
         self._defineOutputs(**{OUTPUT_MODEL: model})

@@ -54,13 +54,16 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
                       help="Output of the PickerOptimizer training protocol.")
         form.addParam("boxSize", params.IntParam, allowsNull=True,
                       label="Box size (px)",
-                      help="Window size cut around coordinates, in micrograph pixels. "
-                           "Empty: the coordinates' box size. Use the box size and "
-                           "downsampling of the training.")
-        form.addParam("downFactor", params.FloatParam, default=1.0,
-                      validators=[params.GE(1.0)], label="Downsampling factor",
-                      help="As in the training: the windows must match the model's "
-                           "window size.")
+                      help="Window cut around each coordinate, in micrograph pixels. "
+                           "Empty (the start): the box size the pruner model was "
+                           "trained with, so the windows match its training; for old "
+                           "models without one, the coordinates' box size. Particles "
+                           "keep their own size.")
+        form.addParam("downFactor", params.FloatParam, allowsNull=True,
+                      label="Downsampling factor",
+                      help="Fourier downsampling of the windows. Empty (the start): "
+                           "the factor the pruner model was trained with. Box size "
+                           "and factor must give the model's window size.")
         form.addParam("threshold", params.FloatParam, default=0.5,
                       validators=[params.Range(0.0, 1.0)], label="Particle threshold",
                       help="Keep items whose probability of being a particle is at "
@@ -108,9 +111,8 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
         pwutils.makePath(chunkDir)
         stack = os.path.join(chunkDir, "windows.mrcs")
         scores = os.path.join(chunkDir, "scores.csv")
-        _, crossing = itemWindows(inputSet, items, stack,
-                                  windowBox(inputSet, self.boxSize.get()),
-                                  self.downFactor.get())
+        _, crossing = itemWindows(inputSet, items, stack, self._getWindowBox(inputSet),
+                                  self._getDownFactor())
         if crossing:
             self.info("%d windows cross the micrograph edge (padded with the mean)"
                       % crossing)
@@ -147,15 +149,22 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
                           % model.getFileName())
         if inputSet.getSize() == 0 and inputSet.isStreamClosed():
             errors.append("%s is empty: nothing to prune" % self.getObjectTag("inputSet"))
-        box = windowBox(inputSet, self.boxSize.get())
+        factor = self._getDownFactor()
+        if factor < 1:
+            errors.append("The downsampling factor must be 1 or more (or empty for the "
+                          "model's), found %s" % factor)
+            return errors
+        box = self._getWindowBox(inputSet)
         if not box:
-            errors.append("The coordinates have no box size; give one in the form")
-        elif self._windowSize(box) != model.getBoxSize():
+            errors.append("Neither the model nor the coordinates have a box size; give "
+                          "one in the form")
+        elif self._windowSize(box) != model.getWindowSize():
             errors.append("The windows would be %d px (box %d px downsampled by %s) but "
-                          "the model was trained on %d px windows: use the box size and "
-                          "downsampling factor of its training"
-                          % (self._windowSize(box), box, self.downFactor.get(),
-                             model.getBoxSize()))
+                          "the model was trained on %d px windows (box %s px downsampled "
+                          "by %s): leave box size and downsampling empty to use the "
+                          "model's" % (self._windowSize(box), box, factor,
+                                       model.getWindowSize(), model.getBoxSize(),
+                                       model.getDownFactor()))
         return errors
 
     def _warnings(self):
@@ -244,6 +253,15 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
         fresh.loadAllProperties()
         return fresh
 
+    def _getWindowBox(self, inputSet):
+        """The box in input pixels: the form's, else the model's, else the
+        coordinates'; a particle's own size."""
+        model = self.inputModel.get()
+        return windowBox(inputSet, self.boxSize.get() or model.getBoxSize())
+
+    def _getDownFactor(self):
+        return self.downFactor.get() or self.inputModel.get().getDownFactor() or 1.0
+
     def _windowSize(self, box):
         from ..engine.windows import downsampled_box
-        return downsampled_box(box, self.downFactor.get())
+        return downsampled_box(box, self._getDownFactor())
