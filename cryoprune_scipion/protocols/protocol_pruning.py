@@ -10,15 +10,15 @@ from pyworkflow.object import Set
 from pwem.objects import SetOfCoordinates, SetOfParticles
 from pwem.protocols import EMProtocol
 
-from .. import Plugin
 from ..constants import JUNK_CLASS_ATTR
 from ..convert import readPruningScores, setPruningAttributes
+from .base import CryoPruneProtocol
 from .protocol_pruner_training import itemWindows, windowBox
 
 DISCARDED = "_discarded"
 
 
-class CryoPruneProtPickerOptimizer(EMProtocol):
+class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
     """Prunes false picks (ice, carbon, aggregates, background, off-centre
     picks) from a SetOfCoordinates or a SetOfParticles with a classifier
     trained by the PickerOptimizer training protocol. Every item gets the
@@ -39,19 +39,16 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         form.addSection(label="Input")
-        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
-                       label="Use GPU", help="Classify on the GPU below; No uses the CPU.")
-        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
-                       label="GPU IDs", help="The GPU to classify on, e.g. '0'.")
         form.addParam("inputSet", params.PointerParam,
                       pointerClass="SetOfCoordinates,SetOfParticles", important=True,
                       label="Picks to prune",
-                      help="A SetOfCoordinates (windows are cut from its micrographs) "
-                           "or a SetOfParticles; streamed sets are followed until "
-                           "they close.")
+                      help="A SetOfCoordinates, e.g. the picker's output (windows "
+                           "are cut from its micrographs), or a SetOfParticles; "
+                           "streamed sets are followed until they close.")
         form.addParam("inputModel", params.PointerParam, pointerClass="CryoPrunePrunerModel",
                       important=True, label="Pruner model",
-                      help="Output of the PickerOptimizer training protocol.")
+                      help="Output of the PickerOptimizer training protocol; it "
+                           "brings its box size, downsampling and junk classes.")
         form.addParam("boxSize", params.IntParam, allowsNull=True,
                       label="Box size (px)",
                       help="Window cut around each coordinate, in micrograph pixels. "
@@ -67,18 +64,20 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
         form.addParam("threshold", params.FloatParam, default=0.5,
                       validators=[params.Range(0.0, 1.0)], label="Particle threshold",
                       help="Keep items whose probability of being a particle is at "
-                           "least this. Every item keeps its score, so a stricter cut "
-                           "can be made later with a subset.")
+                           "least this; 0.5 to start, higher for a cleaner set. Every "
+                           "item keeps its score, so a stricter cut can be made later "
+                           "with a subset.")
         form.addParam("chunkSize", params.IntParam, default=20000,
                       validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       label="Items per chunk",
-                      help="Items classified per job; bounds the memory used.")
+                      help="Items classified per job; bounds the memory used. "
+                           "20,000 to start.")
         form.addParam("streamingSleep", params.IntParam, default=30,
                       validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       label="Wait for streamed input (s)",
                       help="While the input stream is open, look for new items this "
                            "often.")
-        form.addParallelSection(threads=2, mpi=0)
+        self._defineComputeParams(form, "pruning", threads=2)
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -117,9 +116,8 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
             self.info("%d windows cross the micrograph edge (padded with the mean)"
                       % crossing)
         args = ["--model %s" % os.path.abspath(self.inputModel.get().getFileName()),
-                "--particles %s" % stack, "--out %s" % scores,
-                "--threads %d" % self.numberOfThreads]
-        Plugin.runCryoprune(self, "prune", " ".join(args))
+                "--particles %s" % stack, "--out %s" % scores]
+        self.runCryoprune("prune", " ".join(args))
         kept, discarded = self._getOutputSets(inputSet)
         threshold = self.threshold.get()
         for item, (score, label) in zip(items, readPruningScores(scores)):
@@ -166,9 +164,6 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
                                        model.getWindowSize(), model.getBoxSize(),
                                        model.getDownFactor()))
         return errors
-
-    def _warnings(self):
-        return Plugin.gpuWarnings(self)
 
     def _summary(self):
         keptName, discardedName = self._getOutputNames()

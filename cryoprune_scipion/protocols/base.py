@@ -1,0 +1,37 @@
+"""What every cryoprune protocol repeats: the GPU and thread parameters and
+running a `cryoprune` command as a job."""
+import pyworkflow.protocol.params as params
+
+from .. import Plugin
+
+GPU_HELP = ("GPUs for the %s job, by id as nvidia-smi lists them, e.g. '0'%s. "
+            "Use GPU = No runs on the CPU; Use GPU = Yes on a machine without a GPU "
+            "also runs on the CPU, with a warning.")
+THREADS_HELP = ("CPU threads of each job: they read, cut and preprocess the data, and "
+                "run the network when it runs on the CPU. With a GPU, 2 to 4 keep it "
+                "busy; on the CPU alone, give the cores you can spare. GPUs and threads "
+                "add up: a job uses its GPUs and this many CPU cores.")
+
+
+class CryoPruneProtocol:
+    """Mixin, listed before the pwem protocol class it goes with."""
+
+    def _defineComputeParams(self, form, job, threads, severalGpus=False):
+        """Hidden Use GPU / GPU IDs (drawn by Scipion beside the run mode)
+        and the thread count of the parallel section; `job` names what the
+        job does ('train', 'pick'...)."""
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
+                       label="Use GPU", help="Run the %s job on the GPUs below; No runs it "
+                                             "on the CPU." % job)
+        form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU IDs",
+                       help=GPU_HELP % (job, " or '0 1' (data-parallel training)"
+                                        if severalGpus else ""))
+        form.addParallelSection(threads=threads, mpi=0, binThreadsHelp=THREADS_HELP)
+
+    def runCryoprune(self, command, arguments):
+        """Run `cryoprune COMMAND ARGUMENTS --threads N` as a job of this run."""
+        Plugin.runCryoprune(self, command, "%s --threads %d" % (arguments,
+                                                                 self.numberOfThreads.get()))
+
+    def _warnings(self):
+        return Plugin.gpuWarnings(self)
