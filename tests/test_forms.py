@@ -12,6 +12,8 @@ from cryoprune_scipion.engine.contrastive import Augmentations, TrainingSettings
 from cryoprune_scipion.engine.picking import Detection, PickerTraining
 from cryoprune_scipion.engine.preprocess import PreprocessSettings
 from cryoprune_scipion.engine.pruning import TrainSettings
+from cryoprune_scipion.protocols.base import reference
+from cryoprune_scipion.protocols.protocol_yolo_training import describeSplit
 from cryoprune_scipion.protocols import (CryoPruneProtContrastive2D,
                                          CryoPruneProtPickerOptimizer,
                                          CryoPruneProtPickerOptimizerTraining,
@@ -95,6 +97,26 @@ class TestForms(unittest.TestCase):
         with mock.patch.object(Plugin, "runCryoprune") as run:
             prot.runCryoprune("prune", "--particles p.mrcs")
         run.assert_called_once_with(prot, "prune", "--particles p.mrcs --threads 3")
+
+
+class TestSummaries(unittest.TestCase):
+    def test_training_summary_says_how_the_micrographs_were_used(self):
+        self.assertEqual(describeSplit({"micrographs_trained": 3, "micrographs_held_out": 1,
+                                        "micrographs_skipped": 2}),
+                         "2 micrographs trained, 1 held out for validation; 2 without "
+                         "coordinates skipped")
+        self.assertIn("1 micrographs trained and validated on (too few to hold one out)",
+                      describeSplit({"micrographs_trained": 1, "micrographs_held_out": 0,
+                                     "micrographs_skipped": 0}))
+
+    def test_methods_name_references_not_keys(self):
+        self.assertEqual(reference("Li2022PickerOptimizer"),
+                         "(Li et al., Journal of Computational Biology 29, 2022)")
+        self.assertIn("github.com/ultralytics", reference("Jocher2023Ultralytics"))
+
+    def test_no_methods_before_a_run(self):
+        for protocol in PROTOCOLS[2:]:
+            self.assertEqual(protocol()._methods(), [], protocol.__name__)
 
 
 if __name__ == "__main__":

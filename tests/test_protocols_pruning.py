@@ -13,6 +13,7 @@ from cryoprune_scipion.engine.io import write_micrograph, write_stack
 from cryoprune_scipion.engine.simulate import simulate_micrograph
 from cryoprune_scipion.engine.windows import extract_windows
 from cryoprune_scipion.objects import CryoPrunePrunerModel
+from cryoprune_scipion.wizards import CryoPruneBoxSizeWizard
 from cryoprune_scipion.protocols import (CryoPruneProtPickerOptimizer,
                                          CryoPruneProtPickerOptimizerTraining)
 from coordinate_import import import_coordinates
@@ -109,7 +110,7 @@ class TestPickerOptimizer(BaseTest):
                               truth))
         # Box size and downsampling left empty: the model's.
         prune = self.newProtocol(CryoPruneProtPickerOptimizer, inputSet=inputSet,
-                                 inputModel=model, threshold=0.5,
+                                 inputModel=model, threshold=0.5, extractParticles=True,
                                  chunkSize=30, useGpu=False, numberOfThreads=2)
         self.launchProtocol(prune)
         kept, discarded = prune.outputCoordinates, prune.outputCoordinates_discarded
@@ -130,6 +131,7 @@ class TestPickerOptimizer(BaseTest):
                                   getattr(coord, CLASS_ATTR).get()),
                                  picker[coord.getObjId()])
         self.assertAttributesSurviveUnion(prune, picker)
+        self.assertKeptParticlesExtracted(prune, keptIds, picker)
         summary = " ".join(prune.summary())
         self.assertIn("Kept %d of %d items" % (len(keptIds), len(isParticle)), summary)
         self.assertIn("by predicted class: particle", summary)
@@ -175,6 +177,27 @@ class TestPickerOptimizer(BaseTest):
             self.assertEqual(getattr(coord, PARTICLE_SCORE_ATTR).get(),
                              pruner[coord.getObjId()])
 
+    def assertKeptParticlesExtracted(self, prune, keptIds, picker):
+        """Kept coordinates cut into particles of the box size, each with
+        its coordinate and the picker's and pruner's attributes."""
+        particles = prune.outputParticles
+        positions = {c.getObjId(): (c.getMicId(), c.getX(), c.getY())
+                     for c in prune.outputCoordinates}
+        self.assertTrue(particles.isStreamClosed())
+        self.assertEqual(sorted(p.getObjId() for p in particles), sorted(keptIds))
+        self.assertEqual(particles.getDimensions()[:2], (BOX_SIZE, BOX_SIZE))
+        self.assertEqual(particles.getSamplingRate(), PIXEL_SIZE)
+        for particle in particles:
+            coord = particle.getCoordinate()
+            self.assertEqual((coord.getMicId(), coord.getX(), coord.getY()),
+                             positions[particle.getObjId()])
+            self.assertEqual(getattr(coord, SCORE_ATTR).get(),
+                             picker[particle.getObjId()][0])
+            self.assertEqual((getattr(particle, SCORE_ATTR).get(),
+                              getattr(particle, CLASS_ATTR).get()),
+                             picker[particle.getObjId()])
+            self.assertGreaterEqual(getattr(particle, PARTICLE_SCORE_ATTR).get(), 0.5)
+
     def importParticles(self, coordSet):
         """Windows of the picks, in id order, imported as particles."""
         from cryoprune_scipion.engine.io import read_micrograph
@@ -209,6 +232,7 @@ class TestPickerOptimizer(BaseTest):
         self.assertEqual(prune.validate(), [])
         self.assertEqual((prune._getWindowBox(coords), prune._getDownFactor()),
                          (BOX_SIZE, DOWN_FACTOR))
+        self.assertEqual(CryoPruneBoxSizeWizard.getBoxSize(prune), BOX_SIZE)
         prune.downFactor.set(1.0)
         errors = " ".join(prune.validate())
         self.assertIn("windows would be 48 px", errors)

@@ -355,7 +355,8 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     metadata = {"kind": "picker", "classes": class_names, "box_size": box_size,
                 "preprocessing": settings.to_dict(), "tile": tile, "model": model,
                 "weights": kept, "final_metrics": final_metrics(metrics_csv, kept),
-                "micrographs_trained": len(labelled),
+                "micrographs_trained": len(labelled),  # held-out ones included
+                "micrographs_held_out": split_sizes["val"],
                 "micrographs_skipped": len(skipped)}
     _write_weights(weights, os.path.join(out_dir, MODEL_WEIGHTS))
     write_json(os.path.join(out_dir, MODEL_METADATA), metadata)

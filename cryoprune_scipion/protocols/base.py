@@ -1,8 +1,11 @@
 """What every cryoprune protocol repeats: the GPU and thread parameters and
 running a `cryoprune` command as a job."""
-import pyworkflow.protocol.params as params
+import functools
 
-from .. import Plugin
+import pyworkflow.protocol.params as params
+import pyworkflow.utils as pwutils
+
+from .. import Plugin, bibtex
 
 GPU_HELP = ("GPUs for the %s job, by id as nvidia-smi lists them, e.g. '0'%s. "
             "Use GPU = No runs on the CPU; Use GPU = Yes on a machine without a GPU "
@@ -11,6 +14,25 @@ THREADS_HELP = ("CPU threads of each job: they read, cut and preprocess the data
                 "run the network when it runs on the CPU. With a GPU, 2 to 4 keep it "
                 "busy; on the CPU alone, give the cores you can spare. GPUs and threads "
                 "add up: a job uses its GPUs and this many CPU cores.")
+
+
+@functools.lru_cache(maxsize=None)
+def _references():
+    return pwutils.parseBibTex(bibtex.__doc__)
+
+
+def reference(key):
+    """'(Li et al., Journal of Computational Biology 29, 2022)': a reference
+    of bibtex.py for a methods text, where Scipion would show the bare key;
+    software by its title and address."""
+    entry = _references()[key]
+    surname = entry["author"].split(" and ")[0].split(",")[0].strip()
+    authors = surname if " and " not in entry["author"] else surname + " et al."
+    if entry.get("url"):
+        source = "%s, %s" % (entry["title"], entry["url"])
+    else:
+        source = entry["journal"] + (" %s" % entry["volume"] if entry.get("volume") else "")
+    return "(%s, %s, %s)" % (authors, source, entry["year"])
 
 
 class CryoPruneProtocol:

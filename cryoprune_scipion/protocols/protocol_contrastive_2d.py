@@ -13,7 +13,7 @@ from ..engine.contrastive import Augmentations, TrainingSettings
 from ..engine.ranking import ORDERS
 from ..engine.refine import MODES, RefinementSettings
 from ..objects import CryoPruneEncoderModel
-from .base import CryoPruneProtocol
+from .base import CryoPruneProtocol, reference
 
 OUTPUT_CLASSES = "outputClasses"
 OUTPUT_ENCODER = "outputEncoder"
@@ -277,12 +277,12 @@ class CryoPruneProtContrastive2D(CryoPruneProtocol, ProtClassify2D):
         flipped = " were phase-flipped with their CTF and" if self._usesCtf() else ""
         return ["%s particles%s were classified into %d 2D classes by contrastive "
                 "learning of an encoder (%d epochs, batch %d, temperature %s, working "
-                "size %d px) and k-means++ on its features [Yan2022CLClustering]; class "
-                "averages were made by Fourier-space alignment and correlation-weighted "
-                "averaging [Tang2024SimcryoCluster]."
+                "size %d px) and k-means++ on its features %s; class averages were made "
+                "by Fourier-space alignment and correlation-weighted averaging %s."
                 % (self.getObjectTag("inputParticles"), flipped,
                    self.numberOfClasses.get(), self.epochs.get(), self.batchSize.get(),
-                   self.temperature.get(), self.workingSize.get())]
+                   self.temperature.get(), self.workingSize.get(),
+                   reference("Yan2022CLClustering"), reference("Tang2024SimcryoCluster"))]
 
     def _citations(self):
         return ["Yan2022CLClustering", "Tang2024SimcryoCluster"]

@@ -14,7 +14,7 @@ from ..constants import BASE_PRUNER_DIR, MODEL_WEIGHTS
 from ..convert import writeCoordinateWindows, writeParticleWindows
 from ..engine.pruning import MIN_CLASS_EXAMPLES, PARTICLE, TrainSettings
 from ..objects import CryoPrunePrunerModel
-from .base import CryoPruneProtocol
+from .base import CryoPruneProtocol, reference
 from .class_names import NAME_PATTERN, namesFromInputs
 
 OUTPUT_MODEL = "outputModel"
@@ -320,11 +320,11 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
     def _methods(self):
         if not self.hasAttribute(OUTPUT_MODEL):
             return []
-        return ["A PickerOptimizer classifier [Li2022PickerOptimizer] (%s backbone with "
-                "an auxiliary loss branch of weight %s, input %d px) was trained to "
-                "separate particles of %s from the junk classes %s, for %d epochs."
-                % (self._getBackbone(), self.auxWeight, self.inputSize,
-                   self.getObjectTag("inputGood"), ", ".join(self._getJunkNames()),
+        return ["A PickerOptimizer classifier %s (%s backbone with an auxiliary loss "
+                "branch of weight %s, input %d px) was trained to separate particles of "
+                "%s from the junk classes %s, for %d epochs."
+                % (reference("Li2022PickerOptimizer"), self._getBackbone(), self.auxWeight,
+                   self.inputSize, self.getObjectTag("inputGood"), ", ".join(self._getJunkNames()),
                    self.epochs)]
 
     def _citations(self):

@@ -7,15 +7,17 @@ import pyworkflow.protocol.params as params
 import pyworkflow.utils as pwutils
 from pyworkflow import BETA
 from pyworkflow.object import Set
-from pwem.objects import SetOfCoordinates, SetOfParticles
+from pwem.objects import Particle, SetOfCoordinates, SetOfParticles
 from pwem.protocols import EMProtocol
 
-from ..constants import JUNK_CLASS_ATTR
-from ..convert import readPruningScores, setPruningAttributes
-from .base import CryoPruneProtocol
+from ..constants import CLASS_ATTR, JUNK_CLASS_ATTR, PARTICLE_SCORE_ATTR, SCORE_ATTR
+from ..convert import readPruningScores, setPruningAttributes, writeCoordinateWindows
+from .base import CryoPruneProtocol, reference
 from .protocol_pruner_training import itemWindows, windowBox
 
 DISCARDED = "_discarded"
+EXTRACTED = "outputParticles"  # of kept coordinates, when asked to extract them
+PICK_ATTRIBUTES = [SCORE_ATTR, CLASS_ATTR, PARTICLE_SCORE_ATTR, JUNK_CLASS_ATTR]
 
 
 class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
@@ -67,6 +69,15 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
                            "least this; 0.5 to start, higher for a cleaner set. Every "
                            "item keeps its score, so a stricter cut can be made later "
                            "with a subset.")
+        form.addParam("extractParticles", params.BooleanParam, default=False,
+                      label="Extract the kept particles?",
+                      help="For coordinates: also cut the kept windows at the box "
+                           "size, not downsampled, into particle stacks "
+                           "(outputParticles, with the micrographs' sampling and no "
+                           "CTF), ready for 2D classification without another "
+                           "plugin. No (the start): extract with your usual protocol "
+                           "(Xmipp, RELION), which also handles CTF and phase "
+                           "flipping.")
         form.addParam("chunkSize", params.IntParam, default=20000,
                       validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       label="Items per chunk",
@@ -120,18 +131,62 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
         self.runCryoprune("prune", " ".join(args))
         kept, discarded = self._getOutputSets(inputSet)
         threshold = self.threshold.get()
+        keptItems = []
         for item, (score, label) in zip(items, readPruningScores(scores)):
             setPruningAttributes(item, score, label)
+            if score >= threshold:
+                keptItems.append(item)
             (kept if score >= threshold else discarded).append(item)
+        if self._extracts() and keptItems:
+            self._extractParticles(inputSet, keptItems)
         for outputSet in (kept, discarded):
             outputSet.write()
             self._store(outputSet)
         self.info("%d items scored (%d kept in all, %d discarded)"
                   % (len(items), kept.getSize(), discarded.getSize()))
 
+    def _extractParticles(self, inputSet, coords):
+        """The windows of the kept `coords` at the box size as one stack of
+        particles, each with its coordinate and the attributes of picker
+        and pruner."""
+        first = coords[0].getObjId()
+        stack = self._getExtraPath("particles", "kept_%08d.mrcs" % first)
+        pwutils.makePath(os.path.dirname(stack))
+        writeCoordinateWindows(coords, inputSet.getMicrographs(), stack,
+                               self._getWindowBox(inputSet))
+        particles = self._getParticlesOutput(inputSet)
+        for index, coord in enumerate(coords, 1):
+            particle = Particle(location=(index, stack))
+            particle.setCoordinate(coord)
+            particle.setMicId(coord.getMicId())
+            particle.setObjId(coord.getObjId())
+            for name in PICK_ATTRIBUTES:
+                if hasattr(coord, name):
+                    setattr(particle, name, getattr(coord, name).clone())
+            particles.append(particle)
+        particles.write()
+        self._store(particles)
+
+    def _getParticlesOutput(self, inputSet):
+        if self.hasAttribute(EXTRACTED):
+            particles = getattr(self, EXTRACTED)
+            particles.enableAppend()
+            return particles
+        mics = inputSet.getMicrographs()
+        particles = self._createSetOfParticles()
+        particles.setSamplingRate(mics.getSamplingRate())
+        particles.setAcquisition(mics.getAcquisition().clone())
+        particles.setStreamState(Set.STREAM_OPEN)
+        self._defineOutputs(**{EXTRACTED: particles})
+        self._defineSourceRelation(self.inputSet, particles)
+        return particles
+
     def closeOutputStep(self):
-        kept, discarded = self._getOutputSets(self._loadInput())
-        for outputSet in (kept, discarded):
+        inputSet = self._loadInput()
+        outputSets = self._getOutputSets(inputSet)
+        if self._extracts():
+            outputSets.append(self._getParticlesOutput(inputSet))
+        for outputSet in outputSets:
             outputSet.setStreamState(Set.STREAM_CLOSED)
             outputSet.write()
             self._store(outputSet)
@@ -185,15 +240,19 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
         keptName, _ = self._getOutputNames()
         if not self.hasAttribute(keptName):
             return []
-        return ["False picks of %s were pruned with a PickerOptimizer classifier "
-                "[Li2022PickerOptimizer] (%s) at a particle probability threshold of %s."
-                % (self.getObjectTag("inputSet"), self.getObjectTag("inputModel"),
+        return ["False picks of %s were pruned with a PickerOptimizer classifier %s "
+                "(%s) at a particle probability threshold of %s."
+                % (self.getObjectTag("inputSet"), reference("Li2022PickerOptimizer"),
+                   self.getObjectTag("inputModel"),
                    self.threshold.get())]
 
     def _citations(self):
         return ["Li2022PickerOptimizer"]
 
     # --------------------------- UTILS functions -----------------------------
+    def _extracts(self):
+        return self._isCoordinates() and self.extractParticles.get()
+
     def _isCoordinates(self):
         return isinstance(self.inputSet.get(), SetOfCoordinates)
 

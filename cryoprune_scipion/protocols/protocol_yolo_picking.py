@@ -9,7 +9,7 @@ from ..constants import CLASS_ATTR, MODEL_METADATA, SCORE_ATTR
 from ..convert import (coordinatesPath, getCoordinateClass, linkMicrographs,
                        readCoordinatesCsv)
 from ..engine.picking import Detection
-from .base import CryoPruneProtocol
+from .base import CryoPruneProtocol, reference
 from .class_names import NAME_PATTERN
 
 OUTPUT_COORDINATES = "outputCoordinates"
@@ -162,10 +162,12 @@ class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
         methods = ProtParticlePickingAuto._methods(self)
         model = self.inputModel.get()
         if model is not None:
-            methods.append("Particles were picked with a YOLO detector (%s, view classes "
-                           "%s) at a confidence threshold of %s and an NMS IoU of %s."
-                           % (self.getObjectTag("inputModel"),
-                              ", ".join(model.getClassNames()), self.threshold, self.iou))
+            methods.append("Particles were picked with a YOLO detector %s (%s, view "
+                           "classes %s) at a confidence threshold of %s and an NMS IoU "
+                           "of %s." % (reference("Jocher2023Ultralytics"),
+                                       self.getObjectTag("inputModel"),
+                                       ", ".join(model.getClassNames()), self.threshold,
+                                       self.iou))
         return methods
 
     def _citations(self):

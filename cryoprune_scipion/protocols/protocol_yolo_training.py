@@ -12,7 +12,7 @@ from ..convert import (isOnMicrograph, linkMicrographs, micrographKeys,
 from ..engine.picking import PickerTraining
 from ..engine.preprocess import WAVELET_MODES, PreprocessSettings
 from ..objects import CryoPruneYoloModel
-from .base import CryoPruneProtocol
+from .base import CryoPruneProtocol, reference
 from .class_names import NAME_PATTERN, namesFromInputs
 
 OUTPUT_MODEL = "outputModel"
@@ -23,6 +23,20 @@ def describeInput(pointer):
     """'outputCoordinates of import coordinates' for messages."""
     return "%s of %s" % (pointer.getExtended() or "input",
                          pointer.getObjValue().getRunName())
+
+
+def describeSplit(metadata):
+    """What the training did with the annotated micrographs."""
+    annotated, heldOut = metadata["micrographs_trained"], metadata.get("micrographs_held_out")
+    if heldOut is None:  # a model trained before the split was recorded
+        split = "%d annotated micrographs" % annotated
+    elif heldOut:
+        split = ("%d micrographs trained, %d held out for validation"
+                 % (annotated - heldOut, heldOut))
+    else:
+        split = ("%d micrographs trained and validated on (too few to hold one out)"
+                 % annotated)
+    return "%s; %d without coordinates skipped" % (split, metadata["micrographs_skipped"])
 
 
 class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
@@ -324,9 +338,7 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
         metadata = getattr(self, OUTPUT_MODEL).getMetadata()
         metrics = metadata.get("final_metrics", {})
         summary = ["View classes: %s" % ", ".join(metadata["classes"]),
-                   "Trained on %s micrographs (%s without coordinates skipped)"
-                   % (metadata.get("micrographs_trained", "?"),
-                      metadata.get("micrographs_skipped", "?"))]
+                   describeSplit(metadata)]
         if metrics:
             summary.append("Validation: precision %.3f, recall %.3f, mAP50 %.3f, "
                            "mAP50-95 %.3f" % (metrics["precision"], metrics["recall"],
@@ -336,10 +348,11 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
     def _methods(self):
         if not self.hasAttribute(OUTPUT_MODEL):
             return []
-        return ["A YOLO particle detector (ultralytics %s%s) was trained on %s with "
+        return ["A YOLO particle detector (ultralytics %s%s %s) was trained on %s with "
                 "the view classes %s, box size %d px, working size %d px, for at most "
                 "%d epochs." % (self.getEnumText("modelFamily"),
                                 self.getEnumText("modelSize"),
+                                reference("Jocher2023Ultralytics"),
                                 self.getObjectTag("inputMicrographs"),
                                 ", ".join(self._getClassNames()), self._getBoxSize(),
                                 self.workingSize, self.epochs)]
