@@ -135,6 +135,8 @@ class TestPickerOptimizer(BaseTest):
         summary = " ".join(prune.summary())
         self.assertIn("Kept %d of %d items" % (len(keptIds), len(isParticle)), summary)
         self.assertIn("by predicted class: particle", summary)
+        self.assertIn("%d kept particles extracted in %d px boxes" % (len(keptIds), BOX_SIZE),
+                      summary)
         inputPurity = np.mean(truth)
         keptPurity = np.mean([isParticle[i] for i in keptIds])
         recall = sum(isParticle[i] for i in keptIds) / sum(truth)

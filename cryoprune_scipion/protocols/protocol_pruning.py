@@ -135,8 +135,10 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
         for item, (score, label) in zip(items, readPruningScores(scores)):
             setPruningAttributes(item, score, label)
             if score >= threshold:
+                kept.append(item)
                 keptItems.append(item)
-            (kept if score >= threshold else discarded).append(item)
+            else:
+                discarded.append(item)
         if self._extracts() and keptItems:
             self._extractParticles(inputSet, keptItems)
         for outputSet in (kept, discarded):
@@ -234,6 +236,10 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
                                                          [JUNK_CLASS_ATTR])
             summary.append("%s by predicted class: %s" % (outputName, ", ".join(
                 "%s %d" % (row[JUNK_CLASS_ATTR], row["COUNT"]) for row in counts)))
+        if self._extracts() and self.hasAttribute(EXTRACTED):
+            summary.append("%d kept particles extracted in %d px boxes (%s)."
+                           % (getattr(self, EXTRACTED).getSize(),
+                              self._getWindowBox(self.inputSet.get()), EXTRACTED))
         return summary
 
     def _methods(self):
