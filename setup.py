@@ -19,7 +19,8 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(exclude=["tests", "tests.*", "benchmarks", "benchmarks.*"]),
     include_package_data=True,
-    package_data={"cryoprune_scipion": ["protocols.conf", "templates/*.json.template"]},
+    package_data={"cryoprune_scipion": ["protocols.conf", "templates/*.json.template",
+                                      "cryoprune_logo.png"]},
     install_requires=[
         "scipion-pyworkflow>=3.5",
         "scipion-em>=3.5",

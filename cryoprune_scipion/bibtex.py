@@ -31,7 +31,8 @@ year = {2024}
 @article{Jocher2023Ultralytics,
 title = {Ultralytics YOLO},
 author = {Jocher, Glenn and Qiu, Jing and Chaurasia, Ayush},
-journal = {Software, https://github.com/ultralytics/ultralytics},
+journal = {Software},
+url = {https://github.com/ultralytics/ultralytics},
 year = {2023}
 }
 """

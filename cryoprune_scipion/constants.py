@@ -4,9 +4,15 @@
 PYTHON_VAR = "CRYOPRUNE_PYTHON"
 MODELS_DIR_VAR = "CRYOPRUNE_MODELS"
 
-# Extra attributes stored on set items
+# Extra attributes stored on set items, copied on by Scipion's subsets,
+# extraction (on the particle's coordinate) and classification.
+# The picker's: its confidence and the predicted view class
 SCORE_ATTR = "_cryopruneScore"
 CLASS_ATTR = "_cryopruneClass"
+# The pruner's, beside the picker's: the probability of being a particle and
+# the predicted class (`particle` or a junk class)
+PARTICLE_SCORE_ATTR = "_cryopruneParticleScore"
+JUNK_CLASS_ATTR = "_cryopruneJunkClass"
 # ... on 2D classes (issue 11): half-set FRC resolution (A) and mean alignment correlation
 RESOLUTION_ATTR = "_cryopruneResolution"
 CORRELATION_ATTR = "_cryopruneMeanCorrelation"

@@ -16,7 +16,7 @@ from collections import defaultdict
 import pyworkflow.object as pwobj
 from pwem.objects import Coordinate
 
-from .constants import CLASS_ATTR, SCORE_ATTR
+from .constants import CLASS_ATTR, JUNK_CLASS_ATTR, PARTICLE_SCORE_ATTR, SCORE_ATTR
 from .engine.io import InputError, read_coordinates, write_table
 
 
@@ -282,5 +282,7 @@ def readPruningScores(path):
 
 
 def setPruningAttributes(item, score, label):
-    setattr(item, SCORE_ATTR, pwobj.Float(score))
-    setattr(item, CLASS_ATTR, pwobj.String(label))
+    """The pruner's probability of being a particle and predicted class,
+    beside any picker's confidence and view class the item carries."""
+    setattr(item, PARTICLE_SCORE_ATTR, pwobj.Float(score))
+    setattr(item, JUNK_CLASS_ATTR, pwobj.String(label))

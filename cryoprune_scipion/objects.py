@@ -70,12 +70,17 @@ class CryoPruneYoloModel(CryoPruneModel):
 
 
 class CryoPrunePrunerModel(CryoPruneModel):
-    """A PickerOptimizer classifier: particle against junk classes."""
+    """A PickerOptimizer classifier: particle against junk classes. It
+    knows how its windows were made (box size in input pixels, Fourier
+    downsampling, the resulting window size), so that pruning cuts the same
+    windows without asking again."""
 
     def __init__(self, **kwargs):
         CryoPruneModel.__init__(self, **kwargs)
         self._classNames = pwobj.CsvList(pType=str)
         self._boxSize = pwobj.Integer()
+        self._downFactor = pwobj.Float()
+        self._windowSize = pwobj.Integer()
 
     def getClassNames(self):
         return list(self._classNames)
@@ -84,10 +89,25 @@ class CryoPrunePrunerModel(CryoPruneModel):
         self._classNames.set(list(names))
 
     def getBoxSize(self):
+        """Window cut around each coordinate, in input pixels, before
+        downsampling."""
         return self._boxSize.get()
 
     def setBoxSize(self, boxSize):
         self._boxSize.set(boxSize)
+
+    def getDownFactor(self):
+        return self._downFactor.get()
+
+    def setDownFactor(self, factor):
+        self._downFactor.set(factor)
+
+    def getWindowSize(self):
+        """Side of the windows the network was trained on, in pixels."""
+        return self._windowSize.get()
+
+    def setWindowSize(self, size):
+        self._windowSize.set(size)
 
 
 class CryoPruneEncoderModel(CryoPruneModel):

@@ -20,14 +20,18 @@ def new_coordinates(micrograph, centres):
     return coords
 
 
-def import_coordinates(test, micrographs, centres, box_size, label):
+def import_coordinates(test, micrographs, centres, box_size, label, attributes=None):
     """Run an import of the coordinates at `centres(micrograph)` (x, y) on
-    each of `micrographs`, named `label`; returns the finished protocol."""
+    each of `micrographs`, named `label`; returns the finished protocol.
+    `attributes(coord)`, when given, returns extra attributes ({name: a
+    pyworkflow object}) set on each coordinate, as a picker sets them."""
     path = test.getOutputPath("coordinates%d.sqlite" % next(_files))
     coordSet = SetOfCoordinates(filename=path)
     coordSet.setBoxSize(box_size)
     for micrograph in micrographs:
         for coord in new_coordinates(micrograph, centres(micrograph)):
+            for name, value in (attributes(coord) if attributes else {}).items():
+                setattr(coord, name, value)
             coordSet.append(coord)
     coordSet.write()
     coordSet.close()

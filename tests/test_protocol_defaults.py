@@ -15,7 +15,8 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from pwem.protocols import ProtImportCoordinates, ProtImportMicrographs, ProtImportParticles
 
 from cryoprune_scipion import Plugin
-from cryoprune_scipion.constants import CLASS_ATTR, MODEL_WEIGHTS, SCORE_ATTR
+from cryoprune_scipion.constants import (CLASS_ATTR, JUNK_CLASS_ATTR, MODEL_WEIGHTS,
+                                         PARTICLE_SCORE_ATTR, SCORE_ATTR)
 from cryoprune_scipion.engine.io import write_micrograph, write_stack
 from cryoprune_scipion.engine.simulate import (barrel, simulate_micrograph,
                                                 simulate_particle_stack)
@@ -135,8 +136,8 @@ class TestProtocolDefaults(BaseTest):
         for outputSet, isKept in ((kept, True), (discarded, False)):
             self.assertTrue(outputSet.isStreamClosed())
             for particle in outputSet:
-                self.assertEqual(getattr(particle, SCORE_ATTR).get() >= 0.5, isKept)
-                self.assertIn(getattr(particle, CLASS_ATTR).get(), model.getClassNames())
+                self.assertEqual(getattr(particle, PARTICLE_SCORE_ATTR).get() >= 0.5, isKept)
+                self.assertIn(getattr(particle, JUNK_CLASS_ATTR).get(), model.getClassNames())
         self.assertGpuHandled(pruning)
 
     def test_contrastive_2d(self):

@@ -5,12 +5,15 @@ import os
 import numpy as np
 import pyworkflow.object as pwobj
 from pyworkflow.tests import BaseTest, setupTestProject
-from pwem.protocols import ProtImportMicrographs, ProtImportParticles
+from pwem.protocols import ProtImportMicrographs, ProtImportParticles, ProtUnionSet
 
-from cryoprune_scipion.constants import CLASS_ATTR, SCORE_ATTR
+from cryoprune_scipion.constants import (CLASS_ATTR, JUNK_CLASS_ATTR, PARTICLE_SCORE_ATTR,
+                                         SCORE_ATTR)
 from cryoprune_scipion.engine.io import write_micrograph, write_stack
 from cryoprune_scipion.engine.simulate import simulate_micrograph
 from cryoprune_scipion.engine.windows import extract_windows
+from cryoprune_scipion.objects import CryoPrunePrunerModel
+from cryoprune_scipion.wizards import CryoPruneBoxSizeWizard
 from cryoprune_scipion.protocols import (CryoPruneProtPickerOptimizer,
                                          CryoPruneProtPickerOptimizerTraining)
 from coordinate_import import import_coordinates
@@ -20,6 +23,12 @@ PIXEL_SIZE = 4.0           # the barrel is about 37 px across
 BOX_SIZE = 48
 DOWN_FACTOR = 1.5          # 32 px windows
 TRAIN, TEST = ["sim_0", "sim_1", "sim_2"], ["sim_3", "sim_4"]
+
+
+def pickerAttributes(coord):
+    """A picker's confidence and view class, made up from the position."""
+    return {SCORE_ATTR: pwobj.Float(round(0.25 + (coord.getX() % 75) / 100, 2)),
+            CLASS_ATTR: pwobj.String("top" if coord.getY() % 2 else "side")}
 
 
 def background(micrograph, n, rng):
@@ -56,7 +65,7 @@ class TestPickerOptimizer(BaseTest):
         cls.mics = cls.launchProtocol(prot).outputMicrographs
 
     @classmethod
-    def importCoordinates(cls, names, kinds, label):
+    def importCoordinates(cls, names, kinds, label, attributes=None):
         """The import of the named micrographs' centres of `kinds`, and
         whether each coordinate is a particle, in the order of the set."""
         def centres(mic):
@@ -66,7 +75,8 @@ class TestPickerOptimizer(BaseTest):
         stems = [os.path.splitext(mic.getMicName())[0] for mic in cls.mics]
         truth = [kind == "particle" for stem in stems if stem in names
                  for kind in kinds for _ in cls.centres[stem][kind]]
-        return import_coordinates(cls, cls.mics, centres, BOX_SIZE, label), truth
+        return import_coordinates(cls, cls.mics, centres, BOX_SIZE, label,
+                                  attributes), truth
 
     def train(self):
         good, _ = self.importCoordinates(TRAIN, ["particle"], "good")
@@ -85,17 +95,22 @@ class TestPickerOptimizer(BaseTest):
         training = self.train()
         model = training.outputModel
         self.assertEqual(model.getClassNames(), ["particle", "ice", "background"])
-        self.assertEqual(model.getBoxSize(), 32)
+        self.assertEqual(model.getBoxSize(), BOX_SIZE)
+        self.assertEqual(model.getDownFactor(), DOWN_FACTOR)
+        self.assertEqual(model.getWindowSize(), 32)
         self.assertTrue(os.path.isfile(training._getExtraPath("validation.json")))
         self.assertTrue(any("F1" in line for line in training.summary()))
 
         picks, truth = self.importCoordinates(TEST, ["particle", "ice", "background"],
-                                              "picks")
+                                              "picks", pickerAttributes)
         inputSet = picks.outputCoordinates
+        picker = {c.getObjId(): (getattr(c, SCORE_ATTR).get(), getattr(c, CLASS_ATTR).get())
+                  for c in inputSet}
         isParticle = dict(zip([c.getObjId() for c in inputSet.iterItems(orderBy="id")],
                               truth))
+        # Box size and downsampling left empty: the model's.
         prune = self.newProtocol(CryoPruneProtPickerOptimizer, inputSet=inputSet,
-                                 inputModel=model, downFactor=DOWN_FACTOR, threshold=0.5,
+                                 inputModel=model, threshold=0.5, extractParticles=True,
                                  chunkSize=30, useGpu=False, numberOfThreads=2)
         self.launchProtocol(prune)
         kept, discarded = prune.outputCoordinates, prune.outputCoordinates_discarded
@@ -107,13 +122,21 @@ class TestPickerOptimizer(BaseTest):
         self.assertEqual(kept.getBoxSize(), BOX_SIZE)
         for outputSet, isKept in ((kept, True), (discarded, False)):
             for coord in outputSet:
-                score = getattr(coord, SCORE_ATTR).get()
+                score = getattr(coord, PARTICLE_SCORE_ATTR).get()
                 self.assertEqual(score >= 0.5, isKept)
-                self.assertIn(getattr(coord, CLASS_ATTR).get(),
+                self.assertIn(getattr(coord, JUNK_CLASS_ATTR).get(),
                               ["particle", "ice", "background"])
+                # The picker's confidence and view class are kept.
+                self.assertEqual((getattr(coord, SCORE_ATTR).get(),
+                                  getattr(coord, CLASS_ATTR).get()),
+                                 picker[coord.getObjId()])
+        self.assertAttributesSurviveUnion(prune, picker)
+        self.assertKeptParticlesExtracted(prune, keptIds, picker)
         summary = " ".join(prune.summary())
         self.assertIn("Kept %d of %d items" % (len(keptIds), len(isParticle)), summary)
         self.assertIn("by predicted class: particle", summary)
+        self.assertIn("%d kept particles extracted in %d px boxes" % (len(keptIds), BOX_SIZE),
+                      summary)
         inputPurity = np.mean(truth)
         keptPurity = np.mean([isParticle[i] for i in keptIds])
         recall = sum(isParticle[i] for i in keptIds) / sum(truth)
@@ -129,14 +152,53 @@ class TestPickerOptimizer(BaseTest):
                                      inputModel=model, downFactor=DOWN_FACTOR,
                                      useGpu=False)
         self.launchProtocol(prunePart)
-        scores = {p.getObjId(): getattr(p, SCORE_ATTR).get()
+        scores = {p.getObjId(): getattr(p, PARTICLE_SCORE_ATTR).get()
                   for outputSet in (prunePart.outputParticles,
                                     prunePart.outputParticles_discarded)
                   for p in outputSet}
         self.assertEqual(len(scores), inputSet.getSize())
-        coordScores = [getattr(c, SCORE_ATTR).get() for out in (kept, discarded)
+        coordScores = [getattr(c, PARTICLE_SCORE_ATTR).get() for out in (kept, discarded)
                        for c in out.iterItems(orderBy="id")]
         np.testing.assert_allclose(sorted(scores.values()), sorted(coordScores), atol=1e-4)
+
+    def assertAttributesSurviveUnion(self, prune, picker):
+        """A set made from the pruning outputs by a Scipion protocol (the
+        union of kept and discarded) carries both the picker's and the
+        pruner's attributes."""
+        outputs = ["outputCoordinates", "outputCoordinates_discarded"]
+        union = self.newProtocol(ProtUnionSet)
+        for name in outputs:
+            union.inputSets.append(pwobj.Pointer(prune, extended=name))
+        merged = self.launchProtocol(union).outputSet
+        self.assertEqual(merged.getSize(), len(picker))
+        pruner = {c.getObjId(): getattr(c, PARTICLE_SCORE_ATTR).get()
+                  for name in outputs for c in getattr(prune, name)}
+        for coord in merged:
+            self.assertEqual((getattr(coord, SCORE_ATTR).get(),
+                              getattr(coord, CLASS_ATTR).get()), picker[coord.getObjId()])
+            self.assertEqual(getattr(coord, PARTICLE_SCORE_ATTR).get(),
+                             pruner[coord.getObjId()])
+
+    def assertKeptParticlesExtracted(self, prune, keptIds, picker):
+        """Kept coordinates cut into particles of the box size, each with
+        its coordinate and the picker's and pruner's attributes."""
+        particles = prune.outputParticles
+        positions = {c.getObjId(): (c.getMicId(), c.getX(), c.getY())
+                     for c in prune.outputCoordinates}
+        self.assertTrue(particles.isStreamClosed())
+        self.assertEqual(sorted(p.getObjId() for p in particles), sorted(keptIds))
+        self.assertEqual(particles.getDimensions()[:2], (BOX_SIZE, BOX_SIZE))
+        self.assertEqual(particles.getSamplingRate(), PIXEL_SIZE)
+        for particle in particles:
+            coord = particle.getCoordinate()
+            self.assertEqual((coord.getMicId(), coord.getX(), coord.getY()),
+                             positions[particle.getObjId()])
+            self.assertEqual(getattr(coord, SCORE_ATTR).get(),
+                             picker[particle.getObjId()][0])
+            self.assertEqual((getattr(particle, SCORE_ATTR).get(),
+                              getattr(particle, CLASS_ATTR).get()),
+                             picker[particle.getObjId()])
+            self.assertGreaterEqual(getattr(particle, PARTICLE_SCORE_ATTR).get(), 0.5)
 
     def importParticles(self, coordSet):
         """Windows of the picks, in id order, imported as particles."""
@@ -154,6 +216,29 @@ class TestPickerOptimizer(BaseTest):
                                 samplingRate=PIXEL_SIZE, voltage=300,
                                 sphericalAberration=2.7, amplitudeContrast=0.1)
         return self.launchProtocol(prot).outputParticles
+
+    def test_pruning_form_takes_box_and_downsampling_from_the_model(self):
+        weights = self.getOutputPath("pruner", "model.pt")
+        os.makedirs(os.path.dirname(weights), exist_ok=True)
+        open(weights, "w").close()
+        model = CryoPrunePrunerModel(filename=weights)
+        model.setBoxSize(BOX_SIZE)
+        model.setDownFactor(DOWN_FACTOR)
+        model.setWindowSize(32)
+        picks, _ = self.importCoordinates(TEST[:1], ["particle"], "other box")
+        coords = picks.outputCoordinates
+        coords.setBoxSize(64)  # the picker's box: not the pruner's
+        prune = self.newProtocol(CryoPruneProtPickerOptimizer)
+        prune.inputSet.set(coords)
+        prune.inputModel.set(model)
+        self.assertEqual(prune.validate(), [])
+        self.assertEqual((prune._getWindowBox(coords), prune._getDownFactor()),
+                         (BOX_SIZE, DOWN_FACTOR))
+        self.assertEqual(CryoPruneBoxSizeWizard.getBoxSize(prune), BOX_SIZE)
+        prune.downFactor.set(1.0)
+        errors = " ".join(prune.validate())
+        self.assertIn("windows would be 48 px", errors)
+        self.assertIn("trained on 32 px windows (box 48 px downsampled by 1.5)", errors)
 
     def test_validation_names_the_problem(self):
         picks, _ = self.importCoordinates(TEST[:1], ["particle"], "few")

@@ -17,7 +17,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from pwem.objects import SetOfCoordinates, SetOfMicrographs
 from pwem.protocols import ProtImportMicrographs
 
-from cryoprune_scipion.constants import SCORE_ATTR
+from cryoprune_scipion.constants import PARTICLE_SCORE_ATTR
 from cryoprune_scipion.convert import coordinatesPath
 from cryoprune_scipion.engine.io import read_coordinates, write_micrograph
 from cryoprune_scipion.engine.simulate import simulate_micrograph
@@ -265,7 +265,7 @@ class TestStreaming(BaseTest):
         self.assertEqual(sorted(keptIds + discardedIds), sorted(inputIds))
         for outputSet, isKept in ((kept, True), (discarded, False)):
             for coord in outputSet:
-                self.assertEqual(getattr(coord, SCORE_ATTR).get() >= 0.5, isKept)
+                self.assertEqual(getattr(coord, PARTICLE_SCORE_ATTR).get() >= 0.5, isKept)
         # Scored once: the chunk counts in the log add up to the input.
         counts = [int(line.split(" items scored")[0].split()[-1])
                   for line in self.log(prune).splitlines() if " items scored" in line]

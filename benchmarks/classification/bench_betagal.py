@@ -1,5 +1,5 @@
 """Class averages of real beta-galactosidase particles (EMPIAR-10017, the
-20 labelled micrographs in /work/shared/data): windows of 160 px around the
+20 labelled micrographs, see benchmarks/locations.py): windows of 160 px around the
 expert centres of the 16 test micrographs, downsampled to 64 px, classified
 by `cryoprune classify2d`, shown as a gallery PNG.
 
@@ -19,10 +19,12 @@ import time
 import numpy as np
 
 from cryoprune_scipion.cli import main as cryoprune
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from locations import BETAGAL_DIR  # noqa: E402
 from cryoprune_scipion.engine.io import read_micrograph, write_stack
 from cryoprune_scipion.engine.windows import downsample_windows, extract_windows
 
-DATA = "/work/shared/data/betagal_empiar10017"
+DATA = BETAGAL_DIR
 BOX, SIZE = 160, 64   # 1.77 A/px windows, 4.4 A/px after downsampling
 
 

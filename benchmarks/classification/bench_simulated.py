@@ -31,11 +31,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from locations import peer_program  # noqa: E402
 
 K = 10
 SETS = {"snr1": (1.0, False), "snr0.1": (0.1, False), "snr0.05": (0.05, False),
         "snr0.02": (0.02, False), "mixture_snr0.05": (0.05, True)}
-ASPIRE_PYTHON = "/work/bench-venvs/aspire/bin/python"
+ASPIRE_PYTHON = peer_program("aspire", "python")  # made by benchmarks/make_envs.sh
 
 
 def run_contrastive(images, defoci, folder, epochs, seed, passes=0):

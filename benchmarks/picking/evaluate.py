@@ -22,9 +22,8 @@ import numpy as np
 
 from cryoprune_scipion.engine.metrics import average_precision, match_picks
 
-DATA_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                         "..", "..", "..", "shared", "data",
-                                         "betagal_empiar10017"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from locations import BETAGAL_DIR as DATA_DIR  # noqa: E402
 RADII = (27, 54)
 N_TRAIN = 4
 # No label lies closer than 131 px to any edge of these micrographs (the band

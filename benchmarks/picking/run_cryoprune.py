@@ -13,7 +13,7 @@ preprocessing of the test micrographs is timed apart in this process with the
 engine function `pick` calls, and inference is the difference (it includes
 loading Python, torch and the weights once for the 16 micrographs).
 
-    nice -n 10 /work/venv/bin/python benchmarks/picking/run_cryoprune.py \\
+    nice -n 10 .venv/bin/python benchmarks/picking/run_cryoprune.py \\
         --preprocess paper --out benchmarks/picking/results_cryoprune_paper.json
 """
 import argparse
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evaluate  # noqa: E402
 from run_topaz import run_timed  # noqa: E402
 
-from cryoprune_scipion.engine.picking import load_metadata  # noqa: E402
+from cryoprune_scipion.engine.io import read_model_metadata  # noqa: E402
 from cryoprune_scipion.engine.preprocess import (PreprocessSettings,  # noqa: E402
                                                  preprocess_micrograph_files)
 
@@ -35,7 +35,7 @@ DEFAULT_THRESHOLD = 0.25
 
 
 def preprocessing_cpu_seconds(model, micrographs):
-    settings = PreprocessSettings.from_dict(load_metadata(model)["preprocessing"])
+    settings = PreprocessSettings.from_dict(read_model_metadata(model, "picker")["preprocessing"])
     start = time.process_time()
     preprocess_micrograph_files(micrographs, settings, threads=1)
     return time.process_time() - start
@@ -86,7 +86,7 @@ def main(argv=None):
     result = evaluate.evaluate(picks_dir, test_stems, DEFAULT_THRESHOLD)
     threshold, train_figures = evaluate.best_threshold(picks_dir, train_stems)
     tuned = evaluate.evaluate(picks_dir, test_stems, threshold)
-    metadata = load_metadata(model)
+    metadata = read_model_metadata(model, "picker")
     n_test = len(test)
     result.update({
         "row": "cryoprune YOLO, %s preprocessing" % args.preprocess,

@@ -13,8 +13,9 @@ that average precision sees every pick, and scored at that threshold.
 Topaz reads the 8-bit JPEGs poorly, so they are first written as float32 MRC
 (timed apart: this step is an artefact of the benchmark, not of Topaz).
 
-    nice -n 10 /work/venv/bin/python benchmarks/picking/run_topaz.py \\
-        --topaz /work/bench-venvs/topaz/bin/topaz --out benchmarks/picking/results_topaz.json
+    benchmarks/make_envs.sh topaz     # once: Topaz in benchmarks/envs/topaz
+    nice -n 10 .venv/bin/python benchmarks/picking/run_topaz.py \\
+        --out benchmarks/picking/results_topaz.json
 """
 import argparse
 import csv
@@ -26,6 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evaluate  # noqa: E402
+from locations import peer_program  # noqa: E402
 
 from cryoprune_scipion.engine.io import read_micrograph, write_micrograph, write_table  # noqa: E402
 
@@ -89,7 +91,9 @@ def extract(topaz, model, micrographs, radius, table, threads):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--topaz", default="/work/bench-venvs/topaz/bin/topaz")
+    parser.add_argument("--topaz", default=peer_program("topaz", "topaz"),
+                        help="the topaz program (default: the environment made by "
+                             "benchmarks/make_envs.sh, under $CRYOPRUNE_BENCH_ENVS)")
     parser.add_argument("--work", default="benchmarks/work/picking/topaz")
     parser.add_argument("--out", default="benchmarks/picking/results_topaz.json")
     parser.add_argument("--epochs", type=int, default=10, help="topaz train --num-epochs")

@@ -10,6 +10,8 @@ import os
 
 from ..constants import MODEL_METADATA
 from ..engine.device import add_device_argument
+from ..engine.classify2d import ClassificationSettings
+from ..engine.contrastive import Augmentations, TrainingSettings
 from ..engine.io import InputError, read_model_metadata
 from .arguments import non_negative_float, non_negative_int, positive_float, positive_int
 from .outputs import RunOutputs, add_output_arguments
@@ -28,26 +30,30 @@ def add_commands(commands):
                         help="particle stack(s) of one box size, taken in order")
     parser.add_argument("--classes", required=True, type=positive_int, metavar="K")
     parser.add_argument("--out", required=True, metavar="DIR")
-    parser.add_argument("--epochs", type=non_negative_int, default=20,
+    parser.add_argument("--epochs", type=non_negative_int, default=TrainingSettings.epochs,
                         help="contrastive training epochs (0 with --initial-encoder: "
                              "use that encoder as it is)")
-    parser.add_argument("--batch", type=positive_int, default=256)
-    parser.add_argument("--temperature", type=positive_float, default=0.2,
-                        help="NT-Xent temperature")
-    parser.add_argument("--feature-size", type=positive_int, default=128)
-    parser.add_argument("--working-size", type=positive_int, default=64,
+    parser.add_argument("--batch", type=positive_int, default=TrainingSettings.batch)
+    parser.add_argument("--temperature", type=positive_float,
+                        default=TrainingSettings.temperature, help="NT-Xent temperature")
+    parser.add_argument("--feature-size", type=positive_int,
+                        default=TrainingSettings.feature_size)
+    parser.add_argument("--working-size", type=positive_int,
+                        default=ClassificationSettings.working_size,
                         help="particles are Fourier-cropped to this size (64-128 px)")
-    parser.add_argument("--align-iterations", type=positive_int, default=3)
-    parser.add_argument("--feature-rotations", type=positive_int, default=8,
+    parser.add_argument("--align-iterations", type=positive_int,
+                        default=ClassificationSettings.align_iterations)
+    parser.add_argument("--feature-rotations", type=positive_int,
+                        default=ClassificationSettings.feature_rotations,
                         help="features averaged over this many in-plane rotations")
-    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--lr", type=positive_float, default=TrainingSettings.learning_rate)
     parser.add_argument("--no-rotation", dest="rotation", action="store_false",
                         help="no in-plane rotation augmentation")
     parser.add_argument("--flip", action="store_true",
                         help="mirror augmentation (mirror views end in one class)")
-    parser.add_argument("--max-shift", type=non_negative_float, default=0.05,
+    parser.add_argument("--max-shift", type=non_negative_float, default=Augmentations.shift,
                         help="shift augmentation, fraction of the box")
-    parser.add_argument("--noise", type=non_negative_float, default=0.5,
+    parser.add_argument("--noise", type=non_negative_float, default=Augmentations.noise,
                         help="largest added noise, in units of the particle's std (0: off)")
     parser.add_argument("--no-lowpass", dest="lowpass", action="store_false")
     parser.add_argument("--no-jitter", dest="jitter", action="store_false",
@@ -64,7 +70,7 @@ def add_commands(commands):
     parser.add_argument("--amplitude-contrast", type=non_negative_float, default=0.1)
     parser.add_argument("--initial-encoder", metavar="DIR/encoder.pt",
                         help="start from an encoder written by an earlier classify2d")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=TrainingSettings.seed)
     parser.add_argument("--threads", type=positive_int, default=1)
     add_refinement_arguments(parser)
     add_device_argument(parser)
@@ -75,7 +81,6 @@ def add_commands(commands):
 def add_refinement_arguments(parser):
     """Refinement of the classes by multi-reference alignment and their
     ranking (engine/refine.py, engine/ranking.py)."""
-    from ..engine.classify2d import ClassificationSettings
     from ..engine.ranking import ORDERS
     from ..engine.refine import MODES, RefinementSettings
     defaults = RefinementSettings()
@@ -110,8 +115,6 @@ def refinement_from_args(args):
 
 
 def settings_from_args(args):
-    from ..engine.classify2d import ClassificationSettings
-    from ..engine.contrastive import Augmentations, TrainingSettings
     if args.classes < 1:
         raise InputError("--classes must be at least 1, found %d" % args.classes)
     if not 16 <= args.working_size <= 512:

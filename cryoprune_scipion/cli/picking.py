@@ -4,6 +4,7 @@ import os
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from ..engine.device import add_device_argument
 from ..engine.io import InputError, micrograph_stem, write_table
+from ..engine.picking import Detection, PickerTraining
 from ..engine.preprocess import PreprocessSettings, WAVELET_MODES
 from .arguments import (fraction, non_negative_float, non_negative_int, positive_float,
                         positive_int, probability)
@@ -32,24 +33,25 @@ def add_commands(commands):
     train.add_argument("--box", type=positive_int, required=True, metavar="PX",
                        help="box size in micrograph pixels")
     train.add_argument("--out", required=True, metavar="DIR")
-    train.add_argument("--epochs", type=positive_int, default=100)
-    train.add_argument("--patience", type=positive_int, default=30,
+    train.add_argument("--epochs", type=positive_int, default=PickerTraining.epochs)
+    train.add_argument("--patience", type=positive_int, default=PickerTraining.patience,
                        help="stop after this many epochs without improvement")
-    train.add_argument("--batch", type=positive_int, default=4)
-    train.add_argument("--lr", type=positive_float, default=0.005, help="AdamW learning rate")
-    train.add_argument("--tile", type=non_negative_int, default=0,
+    train.add_argument("--batch", type=positive_int, default=PickerTraining.batch)
+    train.add_argument("--lr", type=positive_float, default=PickerTraining.learning_rate,
+                       help="AdamW learning rate")
+    train.add_argument("--tile", type=non_negative_int, default=PickerTraining.tile,
                        help="training tile side in working pixels, a multiple of 32 "
                             "(default: room for four boxes, at least 256)")
-    train.add_argument("--model", default="yolov8n",
+    train.add_argument("--model", default=PickerTraining.model,
                        help="ultralytics family and size: yolov8n..yolov8x, yolo11n..yolo11x")
     train.add_argument("--initial-weights", metavar="FILE",
                        help="local .pt weights to start from (nothing is downloaded)")
-    train.add_argument("--val-fraction", type=fraction, default=0.2)
+    train.add_argument("--val-fraction", type=fraction, default=PickerTraining.val_fraction)
     train.add_argument("--no-augment", dest="augment", action="store_false")
     train.add_argument("--classes", type=lambda s: [c for c in s.split(",") if c],
                        help="view class names in order, comma-separated "
                             "(default: the sorted names of the class column)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=PickerTraining.seed)
     train.add_argument("--threads", type=positive_int, default=1)
     _add_preprocess_arguments(train)
     add_device_argument(train)
@@ -60,10 +62,11 @@ def add_commands(commands):
     pick.add_argument("--model", required=True, metavar="FILE", help="OUT/model.pt")
     pick.add_argument("--micrographs", nargs="+", required=True, metavar="FILE")
     pick.add_argument("--out", required=True, metavar="DIR")
-    pick.add_argument("--threshold", type=probability, default=0.25,
+    pick.add_argument("--threshold", type=probability, default=Detection.threshold,
                       help="confidence threshold")
-    pick.add_argument("--iou", type=probability, default=0.5, help="NMS IoU threshold")
-    pick.add_argument("--max-det", type=positive_int, default=3000,
+    pick.add_argument("--iou", type=probability, default=Detection.iou,
+                      help="NMS IoU threshold")
+    pick.add_argument("--max-det", type=positive_int, default=Detection.max_det,
                       help="maximum detections per micrograph")
     pick.add_argument("--border", type=non_negative_float, default=None, metavar="PX",
                       help="drop picks closer than this to the micrograph edge "

@@ -9,6 +9,7 @@ from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from ..engine.base_pruner import BaseRecipe, default_training
 from ..engine.device import add_device_argument
 from ..engine.io import InputError, read_model_metadata, read_stack, replacing
+from ..engine.pruning import TrainSettings
 from .arguments import (at_least, fraction, non_negative_float, non_negative_int,
                         positive_float, positive_int)
 from .outputs import RunOutputs, add_output_arguments
@@ -30,22 +31,24 @@ def add_commands(commands):
                             "(repeat for several classes)")
     train.add_argument("--out", required=True, metavar="DIR",
                        help="writes DIR/model.pt and DIR/model.json")
-    train.add_argument("--epochs", type=positive_int, default=20)
+    train.add_argument("--epochs", type=positive_int, default=TrainSettings.epochs)
     train.add_argument("--initial-weights", metavar="FILE",
                        help="local ImageNet weights of the backbone or a pruner trained "
                             "earlier (default: from scratch; nothing is downloaded)")
-    train.add_argument("--backbone", default="resnet18")
-    train.add_argument("--input-size", type=positive_int, default=224,
+    train.add_argument("--backbone", default=TrainSettings.backbone)
+    train.add_argument("--input-size", type=positive_int, default=TrainSettings.input_size,
                        help="network input in pixels; 64-112 px train much faster on CPU")
-    train.add_argument("--few-shot", type=non_negative_int, default=0, metavar="N",
+    train.add_argument("--few-shot", type=non_negative_int, default=TrainSettings.few_shot,
+                       metavar="N",
                        help="use at most N examples per class (0: all)")
-    train.add_argument("--lr", type=positive_float, default=1e-3)
-    train.add_argument("--batch", type=positive_int, default=32)
-    train.add_argument("--val-fraction", type=fraction, default=0.2)
-    train.add_argument("--aux-weight", type=non_negative_float, default=0.5,
+    train.add_argument("--lr", type=positive_float, default=TrainSettings.learning_rate)
+    train.add_argument("--batch", type=positive_int, default=TrainSettings.batch)
+    train.add_argument("--val-fraction", type=fraction, default=TrainSettings.val_fraction)
+    train.add_argument("--aux-weight", type=non_negative_float,
+                       default=TrainSettings.aux_weight,
                        help="weight of the auxiliary branch's loss (0: main loss only)")
     train.add_argument("--no-augment", dest="augment", action="store_false")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=TrainSettings.seed)
     train.add_argument("--threads", type=positive_int, default=1)
     add_device_argument(train)
     add_output_arguments(train, resumable=True)
@@ -71,7 +74,7 @@ def add_commands(commands):
                             "of train-pruner when no ImageNet weights are installed")
     base.add_argument("--out", required=True, metavar="DIR",
                       help="writes DIR/model.pt and DIR/model.json")
-    base.add_argument("--backbone", default="resnet18")
+    base.add_argument("--backbone", default=TrainSettings.backbone)
     base.add_argument("--micrographs", type=at_least(MIN_BASE_MICROGRAPHS),
                       default=BaseRecipe.micrographs,
                       help="simulated 512 x 512 micrographs, about 17 windows each "

@@ -5,6 +5,7 @@ to micrograph pixels.
 A trained model is a folder: `model.pt` (the weights) and `model.json` (view
 classes, box size, preprocessing settings, tile size, final metrics).
 """
+import dataclasses
 import json
 import logging
 import os
@@ -271,10 +272,34 @@ def ultralytics_device(gpu_ids):
     return ",".join(map(str, gpu_ids)) if gpu_ids else "cpu"
 
 
+@dataclasses.dataclass(frozen=True)
+class PickerTraining:
+    """Defaults of `train_picker`, read by the CLI and the training form."""
+    model: str = "yolov8n"
+    epochs: int = 100
+    patience: int = 30
+    batch: int = 4
+    learning_rate: float = 0.005
+    tile: int = 0              # 0: room for four boxes, at least 256 px
+    val_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    """Defaults of `pick`, read by the CLI and the picking form."""
+    threshold: float = 0.25
+    iou: float = 0.5
+    max_det: int = 3000
+
+
 def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
-                 model="yolov8n", initial_weights=None, epochs=100, patience=30,
-                 batch=4, learning_rate=0.005, tile=0, val_fraction=0.2, augment=True,
-                 class_names=None, gpu_ids=(), threads=1, seed=0, resume=False):
+                 model=PickerTraining.model, initial_weights=None,
+                 epochs=PickerTraining.epochs, patience=PickerTraining.patience,
+                 batch=PickerTraining.batch, learning_rate=PickerTraining.learning_rate,
+                 tile=PickerTraining.tile, val_fraction=PickerTraining.val_fraction,
+                 augment=True, class_names=None, gpu_ids=(), threads=1,
+                 seed=PickerTraining.seed, resume=False):
     """Train a YOLO picker; writes out_dir/model.pt, model.json, metrics.csv.
 
     The training state is the dataset (out_dir/dataset) and ultralytics'
@@ -330,7 +355,8 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     metadata = {"kind": "picker", "classes": class_names, "box_size": box_size,
                 "preprocessing": settings.to_dict(), "tile": tile, "model": model,
                 "weights": kept, "final_metrics": final_metrics(metrics_csv, kept),
-                "micrographs_trained": len(labelled),
+                "micrographs_trained": len(labelled),  # held-out ones included
+                "micrographs_held_out": split_sizes["val"],
                 "micrographs_skipped": len(skipped)}
     _write_weights(weights, os.path.join(out_dir, MODEL_WEIGHTS))
     write_json(os.path.join(out_dir, MODEL_METADATA), metadata)
@@ -526,8 +552,8 @@ def load_network(model_path):
             from error
 
 
-def pick(model_path, micrographs, threshold=0.25, iou=0.5, max_det=3000, border=None,
-         gpu_ids=(), threads=1, chunk=8):
+def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.iou,
+         max_det=Detection.max_det, border=None, gpu_ids=(), threads=1, chunk=8):
     """Detect particles; yields (micrograph path, picks) in input order, picks
     being dicts x, y (micrograph pixels), score, class, best first.
 

@@ -5,20 +5,23 @@ import pyworkflow.protocol.params as params
 from pyworkflow import BETA
 from pwem.protocols import ProtClassify2D
 
-from .. import Plugin
 from ..constants import CORRELATION_ATTR, MODEL_METADATA, RESOLUTION_ATTR
 from ..convert import (MRC_STACK_SUFFIXES, alignmentToTransform, readAlignmentCsv,
                        writeParticleCtfCsv, writeParticleStack)
+from ..engine.classify2d import ClassificationSettings
+from ..engine.contrastive import Augmentations, TrainingSettings
+from ..engine.ranking import ORDERS
+from ..engine.refine import MODES, RefinementSettings
 from ..objects import CryoPruneEncoderModel
+from .base import CryoPruneProtocol, reference
 
 OUTPUT_CLASSES = "outputClasses"
 OUTPUT_ENCODER = "outputEncoder"
 OUTPUT_SUBSET = "outputParticles"  # particles of the classes above the score threshold
-REFINE_MODES = ["hard", "soft"]
-CLASS_ORDERS = ["size", "resolution"]
+REFINE_MODES, CLASS_ORDERS = list(MODES), list(ORDERS)
 
 
-class CryoPruneProtContrastive2D(ProtClassify2D):
+class CryoPruneProtContrastive2D(CryoPruneProtocol, ProtClassify2D):
     """Sorts particles into 2D classes without alignment during clustering:
     a CNN encoder learns features of the particles themselves by contrastive
     (SimCLR) training with cryo-EM augmentations, k-means++ clusters the
@@ -34,98 +37,132 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         form.addSection(label="Input")
-        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
-                       label="Use GPU", help="Train on the GPU below; No trains on the CPU.")
-        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
-                       label="GPU IDs", help="The GPU to train on, e.g. '0'.")
         form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
                       important=True, label="Input particles",
-                      help="Particles in MRC stacks, all of one box size.")
+                      help="Particles in MRC stacks, all of one box size, e.g. the "
+                           "kept particles after pruning, extracted.")
         form.addParam("numberOfClasses", params.IntParam, default=10,
-                      validators=[params.Positive], label="Number of classes")
+                      validators=[params.Positive], label="Number of classes",
+                      help="2D classes to make; 10 to start, about one per 200-500 "
+                           "particles for a first look at the views.")
         form.addParam("phaseFlip", params.BooleanParam, default=True,
                       label="Phase-flip with the CTF?",
                       help="Flip the phases of each particle by its CTF before "
-                           "training and averaging. Done only when the particles "
-                           "carry CTF values; particles without CTF are used as they "
-                           "are (the summary says which).")
+                           "training and averaging; Yes to start. Done only when the "
+                           "particles carry CTF values; particles without CTF are "
+                           "used as they are (the summary says which).")
         form.addParam("initialEncoder", params.PointerParam,
                       pointerClass="CryoPruneEncoderModel", allowsNull=True,
                       label="Initial encoder",
                       help="Start from the encoder of an earlier run (its working size "
-                           "and feature size are kept). Empty: train from scratch.")
+                           "and feature size are kept). Empty (the start): train from "
+                           "scratch.")
 
         form.addSection(label="Training")
-        form.addParam("epochs", params.IntParam, default=20,
+        form.addParam("epochs", params.IntParam, default=TrainingSettings.epochs,
                       validators=[params.GE(0)], label="Epochs",
-                      help="Passes over all particles; 0 with an initial encoder uses "
-                           "that encoder unchanged.")
-        form.addParam("batchSize", params.IntParam, default=256,
+                      help="Passes over all particles; %d to start. 0 with an initial "
+                           "encoder uses that encoder unchanged." % TrainingSettings.epochs)
+        form.addParam("batchSize", params.IntParam, default=TrainingSettings.batch,
                       validators=[params.GE(2)], label="Batch size",
                       help="Particles per step; each is contrasted with the others "
-                           "of its batch.")
-        form.addParam("temperature", params.FloatParam, default=0.2,
-                      validators=[params.Positive], label="Temperature",
-                      help="Temperature of the NT-Xent loss: lower values weigh "
-                           "the hardest negatives more.")
-        form.addParam("featureSize", params.IntParam, default=128,
-                      validators=[params.Positive], label="Feature size")
-        form.addParam("workingSize", params.IntParam, default=64,
+                           "of its batch. %d to start; lower it when the GPU runs "
+                           "out of memory." % TrainingSettings.batch)
+        form.addParam("workingSize", params.IntParam,
+                      default=ClassificationSettings.working_size,
                       validators=[params.Range(16, 512)], label="Working size (px)",
-                      help="Particles are Fourier-cropped to this size (64 to 128 px).")
-        form.addParam("augRotation", params.BooleanParam, default=True,
-                      label="Augment: in-plane rotation")
-        form.addParam("augFlip", params.BooleanParam, default=False,
-                      label="Augment: mirror",
+                      help="Particles are Fourier-cropped to this size; %d to start, "
+                           "up to 128 px for fine detail (slower)."
+                           % ClassificationSettings.working_size)
+        form.addParam("temperature", params.FloatParam, default=TrainingSettings.temperature,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
+                      label="Temperature",
+                      help="Temperature of the NT-Xent loss; %s to start. Lower "
+                           "values weigh the hardest negatives more."
+                           % TrainingSettings.temperature)
+        form.addParam("featureSize", params.IntParam, default=TrainingSettings.feature_size,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
+                      label="Feature size",
+                      help="Length of the feature vector the encoder gives each "
+                           "particle, which k-means clusters; %d to start."
+                           % TrainingSettings.feature_size)
+        form.addParam("augRotation", params.BooleanParam, default=Augmentations.rotation,
+                      expertLevel=params.LEVEL_ADVANCED, label="Augment: in-plane rotation",
+                      help="Rotated copies count as the same particle, so classes "
+                           "gather views, not orientations; Yes to start.")
+        form.addParam("augFlip", params.BooleanParam, default=Augmentations.flip,
+                      expertLevel=params.LEVEL_ADVANCED, label="Augment: mirror",
                       help="Mirror views then fall into one class; the alignment does "
-                           "not mirror, so their average is blurred.")
-        form.addParam("augNoise", params.FloatParam, default=0.5,
-                      validators=[params.GE(0)], label="Augment: added noise",
+                           "not mirror, so their average is blurred. No to start.")
+        form.addParam("augNoise", params.FloatParam, default=Augmentations.noise,
+                      validators=[params.GE(0)], expertLevel=params.LEVEL_ADVANCED,
+                      label="Augment: added noise",
                       help="Largest added noise, in units of the particle's standard "
-                           "deviation (0: none).")
-        form.addParam("augLowpass", params.BooleanParam, default=True,
-                      label="Augment: random low-pass")
-        form.addParam("augJitter", params.BooleanParam, default=True,
-                      label="Augment: contrast and brightness")
-        form.addParam("augMask", params.BooleanParam, default=True,
-                      label="Circular mask")
+                           "deviation; %s to start, 0 for none." % Augmentations.noise)
+        form.addParam("augLowpass", params.BooleanParam, default=Augmentations.lowpass,
+                      expertLevel=params.LEVEL_ADVANCED, label="Augment: random low-pass",
+                      help="Random low-pass filters, so classes do not follow the "
+                           "defocus; Yes to start.")
+        form.addParam("augJitter", params.BooleanParam, default=Augmentations.jitter,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      label="Augment: contrast and brightness",
+                      help="Random contrast and brightness, so classes do not follow "
+                           "the ice thickness; Yes to start.")
+        form.addParam("augMask", params.BooleanParam, default=Augmentations.mask,
+                      expertLevel=params.LEVEL_ADVANCED, label="Circular mask",
+                      help="Mask the particles with a soft circle, so neighbours in "
+                           "the box do not decide the class; Yes to start.")
 
         form.addSection(label="Averages")
-        form.addParam("alignIterations", params.IntParam, default=3,
-                      validators=[params.Positive], label="Alignment iterations",
+        form.addParam("alignIterations", params.IntParam,
+                      default=ClassificationSettings.align_iterations,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
+                      label="Alignment iterations",
                       help="Rounds of aligning the class members to the class "
-                           "average and averaging them again.")
-        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
-                      label="Random seed")
+                           "average and averaging them again; %d to start."
+                           % ClassificationSettings.align_iterations)
+        form.addParam("seed", params.IntParam, default=TrainingSettings.seed,
+                      expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      help="Seeds the training, the augmentation and k-means: the "
+                           "same seed repeats a run.")
         self._defineRefinementParams(form)
-        form.addParallelSection(threads=2, mpi=0)
+        self._defineComputeParams(form, "classification", threads=2)
 
     def _defineRefinementParams(self, form):
         """Refinement by multi-reference alignment and ranked classes (issue 11)."""
         form.addSection(label="Refinement")
-        form.addParam("refinePasses", params.IntParam, default=6,
+        form.addParam("refinePasses", params.IntParam, default=RefinementSettings.passes,
                       validators=[params.GE(0)], label="Refinement passes",
                       help="Passes that align every particle to every class average "
                            "(rotation and shift, in Fourier space), move it to the best "
                            "class and average again; empty or tiny classes are reseeded "
                            "by splitting the largest. Stops earlier when the classes "
-                           "settle. 0: keep the clustering's classes.")
-        form.addParam("refineMode", params.EnumParam, choices=REFINE_MODES, default=0,
-                      label="Assignment",
-                      help="hard: each particle to its best class; soft: weighted over "
-                           "the classes by maximum-likelihood posteriors.")
-        form.addParam("refineAngleStep", params.FloatParam, default=6.0,
+                           "settle. %d to start; 0: keep the clustering's classes."
+                           % RefinementSettings.passes)
+        form.addParam("refineMode", params.EnumParam, choices=REFINE_MODES,
+                      default=REFINE_MODES.index(RefinementSettings.mode),
+                      expertLevel=params.LEVEL_ADVANCED, label="Assignment",
+                      help="hard (the start): each particle to its best class; soft: "
+                           "weighted over the classes by maximum-likelihood "
+                           "posteriors.")
+        form.addParam("refineAngleStep", params.FloatParam,
+                      default=RefinementSettings.angle_step,
                       validators=[params.Range(1, 90)], label="Angular step (deg)",
-                      expertLevel=params.LEVEL_ADVANCED)
-        form.addParam("classOrder", params.EnumParam, choices=CLASS_ORDERS, default=0,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Step of the in-plane rotation search; %s to start, "
+                           "smaller for large particles (slower)."
+                           % RefinementSettings.angle_step)
+        form.addParam("classOrder", params.EnumParam, choices=CLASS_ORDERS,
+                      default=CLASS_ORDERS.index(ClassificationSettings.class_order),
                       label="Order classes by",
-                      help="size: class 1 the largest; resolution: class 1 the one whose "
-                           "two half-set averages agree to the finest detail (FRC 0.5).")
+                      help="size (the start): class 1 the largest; resolution: class 1 "
+                           "the one whose two half-set averages agree to the finest "
+                           "detail (FRC 0.5).")
         form.addParam("subsetResolution", params.FloatParam, default=0.0,
                       validators=[params.GE(0)], label="Keep classes better than (A)",
                       help="Also output the particles of the classes whose half-set FRC "
-                           "resolution is this or better (a smaller number). 0: no "
-                           "subset.")
+                           "resolution is this or better (a smaller number). 0 (the "
+                           "start): no subset.")
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -153,8 +190,7 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
                 "--working-size %d" % self.workingSize,
                 "--align-iterations %d" % self.alignIterations,
                 "--noise %s" % self.augNoise, "--seed %d" % self.seed,
-                "--sampling-rate %s" % particles.getSamplingRate(),
-                "--threads %d" % self.numberOfThreads]
+                "--sampling-rate %s" % particles.getSamplingRate()]
         args += [flag for flag, on in [("--no-rotation", not self.augRotation),
                                        ("--flip", self.augFlip),
                                        ("--no-lowpass", not self.augLowpass),
@@ -170,7 +206,7 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
             args.append("--initial-encoder %s"
                         % os.path.abspath(self.initialEncoder.get().getFileName()))
         args += self._refinementArgs()
-        Plugin.runCryoprune(self, "classify2d", " ".join(args))
+        self.runCryoprune("classify2d", " ".join(args))
 
     def createOutputStep(self):
         particles = self.inputParticles  # the pointer, as SetOfClasses wants it
@@ -226,9 +262,6 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
                               % (encoder.getFileName(), MODEL_METADATA))
         return errors
 
-    def _warnings(self):
-        return Plugin.gpuWarnings(self)
-
     def _summary(self):
         classes = getattr(self, OUTPUT_CLASSES, None)
         if classes is None:
@@ -239,15 +272,17 @@ class CryoPruneProtContrastive2D(ProtClassify2D):
                 self._describePhaseFlip()]
 
     def _methods(self):
+        if not self.hasAttribute(OUTPUT_CLASSES):
+            return []
         flipped = " were phase-flipped with their CTF and" if self._usesCtf() else ""
         return ["%s particles%s were classified into %d 2D classes by contrastive "
                 "learning of an encoder (%d epochs, batch %d, temperature %s, working "
-                "size %d px) and k-means++ on its features [Yan2022CLClustering]; class "
-                "averages were made by Fourier-space alignment and correlation-weighted "
-                "averaging [Tang2024SimcryoCluster]."
+                "size %d px) and k-means++ on its features %s; class averages were made "
+                "by Fourier-space alignment and correlation-weighted averaging %s."
                 % (self.getObjectTag("inputParticles"), flipped,
                    self.numberOfClasses.get(), self.epochs.get(), self.batchSize.get(),
-                   self.temperature.get(), self.workingSize.get())]
+                   self.temperature.get(), self.workingSize.get(),
+                   reference("Yan2022CLClustering"), reference("Tang2024SimcryoCluster"))]
 
     def _citations(self):
         return ["Yan2022CLClustering", "Tang2024SimcryoCluster"]

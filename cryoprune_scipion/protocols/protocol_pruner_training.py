@@ -12,8 +12,9 @@ from pwem.protocols import EMProtocol
 from .. import Plugin
 from ..constants import BASE_PRUNER_DIR, MODEL_WEIGHTS
 from ..convert import writeCoordinateWindows, writeParticleWindows
-from ..engine.pruning import MIN_CLASS_EXAMPLES, PARTICLE
+from ..engine.pruning import MIN_CLASS_EXAMPLES, PARTICLE, TrainSettings
 from ..objects import CryoPrunePrunerModel
+from .base import CryoPruneProtocol, reference
 from .class_names import NAME_PATTERN, namesFromInputs
 
 OUTPUT_MODEL = "outputModel"
@@ -58,7 +59,7 @@ def windowBox(inputSet, boxSize):
     return inputSet.getDimensions()[0]
 
 
-class CryoPruneProtPickerOptimizerTraining(EMProtocol):
+class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
     """Trains a PickerOptimizer classifier (Li et al. 2022) that tells true
     particles from false picks: good examples (particles or coordinates)
     against one or more sets of bad examples, each a junk class (ice,
@@ -73,84 +74,108 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         form.addSection(label="Input")
-        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
-                       label="Use GPU", help="Train on the GPU below; No trains on the CPU.")
-        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
-                       label="GPU IDs", help="The GPU to train on, e.g. '0'.")
         form.addParam("inputGood", params.PointerParam,
                       pointerClass="SetOfParticles,SetOfCoordinates", important=True,
                       label="Good examples",
-                      help="True particles: a SetOfParticles, or a SetOfCoordinates "
-                           "whose windows are cut from its micrographs.")
+                      help="True particles, centred: a SetOfParticles, or a "
+                           "SetOfCoordinates whose windows are cut from its "
+                           "micrographs. Start with a few hundred, e.g. the "
+                           "coordinates you annotated for the picker.")
         form.addParam("inputBad", params.MultiPointerParam,
                       pointerClass="SetOfParticles,SetOfCoordinates", minNumObjects=1,
                       important=True, label="Bad examples (one set per junk class)",
                       help="False picks, one set per junk class (e.g. ice, carbon, "
-                           "aggregates, empty background); one set for plain junk.")
+                           "aggregates, empty background); one set for plain junk. "
+                           "At least %d of each; a hundred or more is better."
+                           % MIN_CLASS_EXAMPLES)
         form.addParam("junkNames", params.StringParam, default="",
                       label="Junk class names",
                       help="Comma-separated names of the junk classes, in the order "
-                           "of the bad sets (e.g. 'ice,carbon'). Empty: each set named "
-                           "after its label, else the output it is (outputCoordinates_ice: "
-                           "ice), else the run that made it; letters, digits and "
-                           "underscores, numbered when two are the same.")
+                           "of the bad sets (e.g. 'ice,carbon'). Empty (the start): "
+                           "each set named after its label, else the output it is "
+                           "(outputCoordinates_ice: ice), else the run that made it; "
+                           "letters, digits and underscores, numbered when two are "
+                           "the same.")
         form.addParam("boxSize", params.IntParam, allowsNull=True,
                       label="Box size (px)",
-                      help="Window size cut around coordinates, in micrograph pixels. "
-                           "Empty: the coordinates' box size. Particle images keep "
-                           "their size. Give about 1.5 particle diameters.")
+                      help="Window cut around each coordinate, in micrograph pixels; "
+                           "about 1.5 particle diameters. Empty (the start): the "
+                           "coordinates' box size. Particle images keep their size. "
+                           "The model remembers it for pruning.")
         form.addParam("downFactor", params.FloatParam, default=1.0,
                       validators=[params.GE(1.0)], label="Downsampling factor",
-                      help="Windows are downsampled by this factor (Fourier "
-                           "cropping) before training; use the same value when "
-                           "pruning. 2-3 makes training on the CPU much faster.")
+                      help="Windows are Fourier-cropped by this factor before "
+                           "training; the model remembers it for pruning. 1 keeps "
+                           "them; 2-3 makes training on the CPU much faster, as long "
+                           "as the particle stays 20 px or more across.")
 
         form.addSection(label="Training")
         form.addParam("initialWeights", params.EnumParam, default=INIT_AUTOMATIC,
                       choices=["from scratch", "ImageNet (model folder)",
                                "earlier pruner model", "automatic"],
                       label="Initial weights",
-                      help="Automatic: the backbone's ImageNet weights when they are in "
-                           "the plugin's model folder, otherwise the base pruner, a "
-                           "network pretrained on simulated micrograph windows "
-                           "(particles, ice, carbon, aggregates, empty background); "
-                           "made once by this protocol in the model folder (about a "
-                           "minute on a CPU for ResNet-18), or beforehand with "
-                           "`scipion3 installb cryoprune-models`. ImageNet: the "
-                           "backbone's weights in the model folder (installed by "
-                           "`scipion3 installb cryoprune-models`). Earlier pruner: "
-                           "continue from the output of a previous training. Nothing "
-                           "is downloaded.")
+                      help="Automatic (the start): the backbone's ImageNet weights "
+                           "when they are in the plugin's model folder, otherwise the "
+                           "base pruner, a network pretrained on simulated micrograph "
+                           "windows (particles, ice, carbon, aggregates, empty "
+                           "background); made once by this protocol in the model "
+                           "folder (about a minute on a CPU for ResNet-18), or "
+                           "beforehand with `scipion3 installb cryoprune-models`. "
+                           "ImageNet: the backbone's weights in the model folder "
+                           "(installed by `scipion3 installb cryoprune-models`). "
+                           "Earlier pruner: continue from the output of a previous "
+                           "training. Nothing is downloaded.")
         form.addParam("inputModel", params.PointerParam, pointerClass="CryoPrunePrunerModel",
                       condition="initialWeights == %d" % INIT_MODEL, allowsNull=True,
-                      label="Pruner model to start from")
-        form.addParam("backbone", params.EnumParam, choices=BACKBONES, default=0,
+                      label="Pruner model to start from",
+                      help="A model made by an earlier run of this protocol; its "
+                           "backbone is used.")
+        form.addParam("backbone", params.EnumParam, choices=BACKBONES,
+                      default=BACKBONES.index(TrainSettings.backbone),
                       condition="initialWeights != %d" % INIT_MODEL,
-                      label="Backbone", help="torchvision network; ResNet-18 as in the paper.")
-        form.addParam("inputSize", params.IntParam, default=224,
+                      label="Backbone",
+                      help="The torchvision network under the classifier; ResNet-18 "
+                           "(the start) as in the PickerOptimizer paper. Larger ones "
+                           "need more examples and a GPU.")
+        form.addParam("inputSize", params.IntParam, default=TrainSettings.input_size,
                       validators=[params.GE(32)], label="Network input (px)",
-                      help="Windows are resized to this size; 224 px as in the paper, "
-                           "64-112 px train much faster.")
-        form.addParam("fewShot", params.IntParam, default=0, validators=[params.GE(0)],
-                      label="Examples per class (few-shot)",
-                      help="Use at most this many examples of each class; 0 uses all.")
-        form.addParam("epochs", params.IntParam, default=20,
-                      validators=[params.Positive], label="Epochs")
-        form.addParam("learningRate", params.FloatParam, default=1e-3,
-                      validators=[params.Positive], label="Learning rate")
-        form.addParam("batchSize", params.IntParam, default=32,
-                      validators=[params.Positive], label="Batch size")
-        form.addParam("valFraction", params.FloatParam, default=0.2,
+                      help="Windows are resized to this size; %d px as in the paper. "
+                           "64-112 px train much faster, on a CPU too."
+                           % TrainSettings.input_size)
+        form.addParam("epochs", params.IntParam, default=TrainSettings.epochs,
+                      validators=[params.Positive], label="Epochs",
+                      help="Passes over all training windows; the epoch with the "
+                           "best validation loss is kept. %d to start; fewer when "
+                           "starting from an earlier pruner." % TrainSettings.epochs)
+        form.addParam("batchSize", params.IntParam, default=TrainSettings.batch,
+                      validators=[params.Positive], label="Batch size",
+                      help="Windows per training step; lower it when the GPU runs "
+                           "out of memory.")
+        form.addParam("valFraction", params.FloatParam, default=TrainSettings.val_fraction,
                       validators=[params.Range(0.0, 0.9)], label="Validation fraction",
                       help="Fraction of each class kept apart to choose the best epoch "
-                           "and report accuracy, precision, recall, F1.")
-        form.addParam("auxWeight", params.FloatParam, default=0.5,
-                      validators=[params.GE(0.0)], label="Auxiliary loss weight",
-                      help="Weight of the second branch's loss (multi-loss); 0 trains "
-                           "the main classifier alone.")
-        form.addParam("seed", params.IntParam, default=0,
-                      expertLevel=params.LEVEL_ADVANCED, label="Random seed")
-        form.addParallelSection(threads=2, mpi=0)
+                           "and report accuracy, precision, recall, F1; 0.2 to start.")
+        form.addParam("fewShot", params.IntParam, default=TrainSettings.few_shot,
+                      validators=[params.GE(0)], expertLevel=params.LEVEL_ADVANCED,
+                      label="Examples per class (few-shot)",
+                      help="Use at most this many examples of each class, e.g. to "
+                           "balance a huge class; 0 (the start) uses all.")
+        form.addParam("learningRate", params.FloatParam, default=TrainSettings.learning_rate,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
+                      label="Learning rate",
+                      help="Initial Adam learning rate; %s to start, 10 times lower "
+                           "to fine-tune an earlier pruner." % TrainSettings.learning_rate)
+        form.addParam("auxWeight", params.FloatParam, default=TrainSettings.aux_weight,
+                      validators=[params.GE(0.0)], expertLevel=params.LEVEL_ADVANCED,
+                      label="Auxiliary loss weight",
+                      help="Weight of the second branch's loss (the paper's "
+                           "multi-loss), %s to start; 0 trains the main classifier "
+                           "alone." % TrainSettings.aux_weight)
+        form.addParam("seed", params.IntParam, default=TrainSettings.seed,
+                      expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      help="Seeds the validation split, the augmentation and the "
+                           "initial weights: the same seed repeats a run.")
+        self._defineComputeParams(form, "training", threads=2)
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -185,9 +210,8 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
             return
         self.info("No ImageNet weights of %s in %s: making the base pruner first"
                   % (self._getBackbone(), Plugin.getModelsDir()))
-        Plugin.runCryoprune(self, "base-pruner", "--out %s --backbone %s --threads %d"
-                            % (self._getBasePrunerDir(), self._getBackbone(),
-                               self.numberOfThreads))
+        self.runCryoprune("base-pruner", "--out %s --backbone %s"
+                          % (self._getBasePrunerDir(), self._getBackbone()))
 
     def trainStep(self):
         """Continue resumes the training that a failed or stopped run saved
@@ -199,18 +223,19 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
                  "--backbone %s" % self._getBackbone(), "--input-size %d" % self.inputSize,
                  "--few-shot %d" % self.fewShot, "--lr %s" % self.learningRate,
                  "--batch %d" % self.batchSize, "--val-fraction %s" % self.valFraction,
-                 "--aux-weight %s" % self.auxWeight, "--seed %d" % self.seed,
-                 "--threads %d" % self.numberOfThreads]
+                 "--aux-weight %s" % self.auxWeight, "--seed %d" % self.seed]
         weights = self._getInitialWeightsFile()
         if weights:
             args.append("--initial-weights %s" % os.path.abspath(weights))
-        Plugin.runCryoprune(self, "train-pruner", " ".join(args))
+        self.runCryoprune("train-pruner", " ".join(args))
 
     def createOutputStep(self):
         model = CryoPrunePrunerModel(filename=self._getModelDir(MODEL_WEIGHTS))
         metadata = model.getMetadata()
         model.setClassNames(metadata["classes"])
-        model.setBoxSize(metadata["box_size"])
+        model.setBoxSize(windowBox(self.inputGood.get(), self.boxSize.get()))
+        model.setDownFactor(self.downFactor.get())
+        model.setWindowSize(metadata["box_size"])
         with open(self._getExtraPath(VALIDATION_FILE), "w") as f:
             json.dump(metadata.get("validation", {}), f, indent=1)
         self._defineOutputs(**{OUTPUT_MODEL: model})
@@ -271,9 +296,6 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
                         "again" % model.getFileName()]
         return []
 
-    def _warnings(self):
-        return Plugin.gpuWarnings(self)
-
     def _summary(self):
         if not self.hasAttribute(OUTPUT_MODEL):
             return ["Training not finished yet."]
@@ -298,11 +320,11 @@ class CryoPruneProtPickerOptimizerTraining(EMProtocol):
     def _methods(self):
         if not self.hasAttribute(OUTPUT_MODEL):
             return []
-        return ["A PickerOptimizer classifier [Li2022PickerOptimizer] (%s backbone with "
-                "an auxiliary loss branch of weight %s, input %d px) was trained to "
-                "separate particles of %s from the junk classes %s, for %d epochs."
-                % (self._getBackbone(), self.auxWeight, self.inputSize,
-                   self.getObjectTag("inputGood"), ", ".join(self._getJunkNames()),
+        return ["A PickerOptimizer classifier %s (%s backbone with an auxiliary loss "
+                "branch of weight %s, input %d px) was trained to separate particles of "
+                "%s from the junk classes %s, for %d epochs."
+                % (reference("Li2022PickerOptimizer"), self._getBackbone(), self.auxWeight,
+                   self.inputSize, self.getObjectTag("inputGood"), ", ".join(self._getJunkNames()),
                    self.epochs)]
 
     def _citations(self):

@@ -7,23 +7,27 @@ import pyworkflow.protocol.params as params
 import pyworkflow.utils as pwutils
 from pyworkflow import BETA
 from pyworkflow.object import Set
-from pwem.objects import SetOfCoordinates, SetOfParticles
+from pwem.objects import Particle, SetOfCoordinates, SetOfParticles
 from pwem.protocols import EMProtocol
 
-from .. import Plugin
-from ..constants import CLASS_ATTR
-from ..convert import readPruningScores, setPruningAttributes
+from ..constants import CLASS_ATTR, JUNK_CLASS_ATTR, PARTICLE_SCORE_ATTR, SCORE_ATTR
+from ..convert import readPruningScores, setPruningAttributes, writeCoordinateWindows
+from .base import CryoPruneProtocol, reference
 from .protocol_pruner_training import itemWindows, windowBox
 
 DISCARDED = "_discarded"
+EXTRACTED = "outputParticles"  # of kept coordinates, when asked to extract them
+PICK_ATTRIBUTES = [SCORE_ATTR, CLASS_ATTR, PARTICLE_SCORE_ATTR, JUNK_CLASS_ATTR]
 
 
-class CryoPruneProtPickerOptimizer(EMProtocol):
+class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
     """Prunes false picks (ice, carbon, aggregates, background, off-centre
     picks) from a SetOfCoordinates or a SetOfParticles with a classifier
     trained by the PickerOptimizer training protocol. Every item gets the
-    probability of being a particle (`_cryopruneScore`) and its predicted
-    class (`_cryopruneClass`); items scoring at least the threshold go to
+    probability of being a particle (`_cryopruneParticleScore`) and its
+    predicted class (`_cryopruneJunkClass`: particle or a junk class) and
+    keeps the picker's confidence and view class (`_cryopruneScore`,
+    `_cryopruneClass`); items scoring at least the threshold go to
     the kept set, the others to the `..._discarded` set. The input is
     processed chunk by chunk, so any number of particles and streamed input
     work."""
@@ -37,43 +41,54 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         form.addSection(label="Input")
-        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
-                       label="Use GPU", help="Classify on the GPU below; No uses the CPU.")
-        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
-                       label="GPU IDs", help="The GPU to classify on, e.g. '0'.")
         form.addParam("inputSet", params.PointerParam,
                       pointerClass="SetOfCoordinates,SetOfParticles", important=True,
                       label="Picks to prune",
-                      help="A SetOfCoordinates (windows are cut from its micrographs) "
-                           "or a SetOfParticles; streamed sets are followed until "
-                           "they close.")
+                      help="A SetOfCoordinates, e.g. the picker's output (windows "
+                           "are cut from its micrographs), or a SetOfParticles; "
+                           "streamed sets are followed until they close.")
         form.addParam("inputModel", params.PointerParam, pointerClass="CryoPrunePrunerModel",
                       important=True, label="Pruner model",
-                      help="Output of the PickerOptimizer training protocol.")
+                      help="Output of the PickerOptimizer training protocol; it "
+                           "brings its box size, downsampling and junk classes.")
         form.addParam("boxSize", params.IntParam, allowsNull=True,
                       label="Box size (px)",
-                      help="Window size cut around coordinates, in micrograph pixels. "
-                           "Empty: the coordinates' box size. Use the box size and "
-                           "downsampling of the training.")
-        form.addParam("downFactor", params.FloatParam, default=1.0,
-                      validators=[params.GE(1.0)], label="Downsampling factor",
-                      help="As in the training: the windows must match the model's "
-                           "window size.")
+                      help="Window cut around each coordinate, in micrograph pixels. "
+                           "Empty (the start): the box size the pruner model was "
+                           "trained with, so the windows match its training; for old "
+                           "models without one, the coordinates' box size. Particles "
+                           "keep their own size.")
+        form.addParam("downFactor", params.FloatParam, allowsNull=True,
+                      label="Downsampling factor",
+                      help="Fourier downsampling of the windows. Empty (the start): "
+                           "the factor the pruner model was trained with. Box size "
+                           "and factor must give the model's window size.")
         form.addParam("threshold", params.FloatParam, default=0.5,
                       validators=[params.Range(0.0, 1.0)], label="Particle threshold",
                       help="Keep items whose probability of being a particle is at "
-                           "least this. Every item keeps its score, so a stricter cut "
-                           "can be made later with a subset.")
+                           "least this; 0.5 to start, higher for a cleaner set. Every "
+                           "item keeps its score, so a stricter cut can be made later "
+                           "with a subset.")
+        form.addParam("extractParticles", params.BooleanParam, default=False,
+                      label="Extract the kept particles?",
+                      help="For coordinates: also cut the kept windows at the box "
+                           "size, not downsampled, into particle stacks "
+                           "(outputParticles, with the micrographs' sampling and no "
+                           "CTF), ready for 2D classification without another "
+                           "plugin. No (the start): extract with your usual protocol "
+                           "(Xmipp, RELION), which also handles CTF and phase "
+                           "flipping.")
         form.addParam("chunkSize", params.IntParam, default=20000,
                       validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       label="Items per chunk",
-                      help="Items classified per job; bounds the memory used.")
+                      help="Items classified per job; bounds the memory used. "
+                           "20,000 to start.")
         form.addParam("streamingSleep", params.IntParam, default=30,
                       validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       label="Wait for streamed input (s)",
                       help="While the input stream is open, look for new items this "
                            "often.")
-        form.addParallelSection(threads=2, mpi=0)
+        self._defineComputeParams(form, "pruning", threads=2)
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -106,30 +121,74 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
         pwutils.makePath(chunkDir)
         stack = os.path.join(chunkDir, "windows.mrcs")
         scores = os.path.join(chunkDir, "scores.csv")
-        _, crossing = itemWindows(inputSet, items, stack,
-                                  windowBox(inputSet, self.boxSize.get()),
-                                  self.downFactor.get())
+        _, crossing = itemWindows(inputSet, items, stack, self._getWindowBox(inputSet),
+                                  self._getDownFactor())
         if crossing:
             self.info("%d windows cross the micrograph edge (padded with the mean)"
                       % crossing)
         args = ["--model %s" % os.path.abspath(self.inputModel.get().getFileName()),
-                "--particles %s" % stack, "--out %s" % scores,
-                "--threads %d" % self.numberOfThreads]
-        Plugin.runCryoprune(self, "prune", " ".join(args))
+                "--particles %s" % stack, "--out %s" % scores]
+        self.runCryoprune("prune", " ".join(args))
         kept, discarded = self._getOutputSets(inputSet)
         threshold = self.threshold.get()
+        keptItems = []
         for item, (score, label) in zip(items, readPruningScores(scores)):
             setPruningAttributes(item, score, label)
-            (kept if score >= threshold else discarded).append(item)
+            if score >= threshold:
+                kept.append(item)
+                keptItems.append(item)
+            else:
+                discarded.append(item)
+        if self._extracts() and keptItems:
+            self._extractParticles(inputSet, keptItems)
         for outputSet in (kept, discarded):
             outputSet.write()
             self._store(outputSet)
         self.info("%d items scored (%d kept in all, %d discarded)"
                   % (len(items), kept.getSize(), discarded.getSize()))
 
+    def _extractParticles(self, inputSet, coords):
+        """The windows of the kept `coords` at the box size as one stack of
+        particles, each with its coordinate and the attributes of picker
+        and pruner."""
+        first = coords[0].getObjId()
+        stack = self._getExtraPath("particles", "kept_%08d.mrcs" % first)
+        pwutils.makePath(os.path.dirname(stack))
+        writeCoordinateWindows(coords, inputSet.getMicrographs(), stack,
+                               self._getWindowBox(inputSet))
+        particles = self._getParticlesOutput(inputSet)
+        for index, coord in enumerate(coords, 1):
+            particle = Particle(location=(index, stack))
+            particle.setCoordinate(coord)
+            particle.setMicId(coord.getMicId())
+            particle.setObjId(coord.getObjId())
+            for name in PICK_ATTRIBUTES:
+                if hasattr(coord, name):
+                    setattr(particle, name, getattr(coord, name).clone())
+            particles.append(particle)
+        particles.write()
+        self._store(particles)
+
+    def _getParticlesOutput(self, inputSet):
+        if self.hasAttribute(EXTRACTED):
+            particles = getattr(self, EXTRACTED)
+            particles.enableAppend()
+            return particles
+        mics = inputSet.getMicrographs()
+        particles = self._createSetOfParticles()
+        particles.setSamplingRate(mics.getSamplingRate())
+        particles.setAcquisition(mics.getAcquisition().clone())
+        particles.setStreamState(Set.STREAM_OPEN)
+        self._defineOutputs(**{EXTRACTED: particles})
+        self._defineSourceRelation(self.inputSet, particles)
+        return particles
+
     def closeOutputStep(self):
-        kept, discarded = self._getOutputSets(self._loadInput())
-        for outputSet in (kept, discarded):
+        inputSet = self._loadInput()
+        outputSets = self._getOutputSets(inputSet)
+        if self._extracts():
+            outputSets.append(self._getParticlesOutput(inputSet))
+        for outputSet in outputSets:
             outputSet.setStreamState(Set.STREAM_CLOSED)
             outputSet.write()
             self._store(outputSet)
@@ -145,19 +204,23 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
                           % model.getFileName())
         if inputSet.getSize() == 0 and inputSet.isStreamClosed():
             errors.append("%s is empty: nothing to prune" % self.getObjectTag("inputSet"))
-        box = windowBox(inputSet, self.boxSize.get())
+        factor = self._getDownFactor()
+        if factor < 1:
+            errors.append("The downsampling factor must be 1 or more (or empty for the "
+                          "model's), found %s" % factor)
+            return errors
+        box = self._getWindowBox(inputSet)
         if not box:
-            errors.append("The coordinates have no box size; give one in the form")
-        elif self._windowSize(box) != model.getBoxSize():
+            errors.append("Neither the model nor the coordinates have a box size; give "
+                          "one in the form")
+        elif self._windowSize(box) != model.getWindowSize():
             errors.append("The windows would be %d px (box %d px downsampled by %s) but "
-                          "the model was trained on %d px windows: use the box size and "
-                          "downsampling factor of its training"
-                          % (self._windowSize(box), box, self.downFactor.get(),
-                             model.getBoxSize()))
+                          "the model was trained on %d px windows (box %s px downsampled "
+                          "by %s): leave box size and downsampling empty to use the "
+                          "model's" % (self._windowSize(box), box, factor,
+                                       model.getWindowSize(), model.getBoxSize(),
+                                       model.getDownFactor()))
         return errors
-
-    def _warnings(self):
-        return Plugin.gpuWarnings(self)
 
     def _summary(self):
         keptName, discardedName = self._getOutputNames()
@@ -169,24 +232,33 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
                    "%d discarded." % (kept, kept + discarded, self.threshold.get(),
                                       discarded)]
         for outputName in (keptName, discardedName):
-            counts = getattr(self, outputName).aggregate(["COUNT"], CLASS_ATTR, [CLASS_ATTR])
+            counts = getattr(self, outputName).aggregate(["COUNT"], JUNK_CLASS_ATTR,
+                                                         [JUNK_CLASS_ATTR])
             summary.append("%s by predicted class: %s" % (outputName, ", ".join(
-                "%s %d" % (row[CLASS_ATTR], row["COUNT"]) for row in counts)))
+                "%s %d" % (row[JUNK_CLASS_ATTR], row["COUNT"]) for row in counts)))
+        if self._extracts() and self.hasAttribute(EXTRACTED):
+            summary.append("%d kept particles extracted in %d px boxes (%s)."
+                           % (getattr(self, EXTRACTED).getSize(),
+                              self._getWindowBox(self.inputSet.get()), EXTRACTED))
         return summary
 
     def _methods(self):
         keptName, _ = self._getOutputNames()
         if not self.hasAttribute(keptName):
             return []
-        return ["False picks of %s were pruned with a PickerOptimizer classifier "
-                "[Li2022PickerOptimizer] (%s) at a particle probability threshold of %s."
-                % (self.getObjectTag("inputSet"), self.getObjectTag("inputModel"),
+        return ["False picks of %s were pruned with a PickerOptimizer classifier %s "
+                "(%s) at a particle probability threshold of %s."
+                % (self.getObjectTag("inputSet"), reference("Li2022PickerOptimizer"),
+                   self.getObjectTag("inputModel"),
                    self.threshold.get())]
 
     def _citations(self):
         return ["Li2022PickerOptimizer"]
 
     # --------------------------- UTILS functions -----------------------------
+    def _extracts(self):
+        return self._isCoordinates() and self.extractParticles.get()
+
     def _isCoordinates(self):
         return isinstance(self.inputSet.get(), SetOfCoordinates)
 
@@ -241,6 +313,15 @@ class CryoPruneProtPickerOptimizer(EMProtocol):
         fresh.loadAllProperties()
         return fresh
 
+    def _getWindowBox(self, inputSet):
+        """The box in input pixels: the form's, else the model's, else the
+        coordinates'; a particle's own size."""
+        model = self.inputModel.get()
+        return windowBox(inputSet, self.boxSize.get() or model.getBoxSize())
+
+    def _getDownFactor(self):
+        return self.downFactor.get() or self.inputModel.get().getDownFactor() or 1.0
+
     def _windowSize(self, box):
         from ..engine.windows import downsampled_box
-        return downsampled_box(box, self.downFactor.get())
+        return downsampled_box(box, self._getDownFactor())

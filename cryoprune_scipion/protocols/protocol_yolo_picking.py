@@ -5,16 +5,17 @@ import pyworkflow.protocol.params as params
 from pyworkflow import BETA
 from pwem.protocols import ProtParticlePickingAuto
 
-from .. import Plugin
 from ..constants import CLASS_ATTR, MODEL_METADATA, SCORE_ATTR
 from ..convert import (coordinatesPath, getCoordinateClass, linkMicrographs,
                        readCoordinatesCsv)
+from ..engine.picking import Detection
+from .base import CryoPruneProtocol, reference
 from .class_names import NAME_PATTERN
 
 OUTPUT_COORDINATES = "outputCoordinates"
 
 
-class CryoPruneProtYoloPicking(ProtParticlePickingAuto):
+class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
     """Picks particles with a YOLO detector trained by the YOLO training
     protocol. Each coordinate carries its confidence (`_cryopruneScore`) and
     view class (`_cryopruneClass`); besides all picks, one SetOfCoordinates
@@ -25,38 +26,45 @@ class CryoPruneProtYoloPicking(ProtParticlePickingAuto):
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         ProtParticlePickingAuto._defineParams(self, form)
-        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
-                       label="Use GPU", help="Pick on the GPU below; No picks on the CPU.")
-        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
-                       label="GPU IDs", help="The GPU to pick on, e.g. '0'.")
         form.addParam("inputModel", params.PointerParam,
                       pointerClass="CryoPruneYoloModel", important=True,
-                      label="YOLO model", help="Output of the YOLO training protocol.")
+                      label="YOLO model",
+                      help="Output of the YOLO training protocol; it brings its view "
+                           "classes, box size and preprocessing.")
         form.addParam("boxSize", params.IntParam, allowsNull=True,
                       label="Box size (px)",
-                      help="Box size of the output coordinates. Empty: the box size "
-                           "the model was trained with.")
+                      help="Box size of the output coordinates, in micrograph "
+                           "pixels. Empty (the start): the box size the model was "
+                           "trained with.")
         form.addSection(label="Detection")
-        form.addParam("threshold", params.FloatParam, default=0.25,
+        form.addParam("threshold", params.FloatParam, default=Detection.threshold,
                       validators=[params.Range(0.0, 1.0)],
                       label="Confidence threshold",
-                      help="Keep detections of at least this confidence. Every "
+                      help="Keep detections of at least this confidence; %s to start. "
+                           "Lower it to find more particles (and let the pruner "
+                           "remove the junk), raise it for fewer false picks. Every "
                            "coordinate keeps its score, so a stricter threshold can "
-                           "be applied later with a subset.")
-        form.addParam("iou", params.FloatParam, default=0.5,
-                      validators=[params.Range(0.01, 1.0)],
-                      label="NMS IoU",
-                      help="Of two boxes overlapping more than this (intersection over "
-                           "union), only the more confident is kept.")
-        form.addParam("maxDetections", params.IntParam, default=3000,
-                      validators=[params.Positive],
-                      label="Maximum detections per micrograph")
+                           "be applied later with a subset." % Detection.threshold)
         form.addParam("border", params.IntParam, allowsNull=True,
                       label="Edge exclusion (px)",
                       help="Picks whose centre is closer than this to the micrograph "
                            "edge are dropped: their boxes cannot be extracted whole. "
-                           "Empty: half the box size; 0 keeps every pick.")
-        form.addParallelSection(threads=4, mpi=0)
+                           "Empty (the start): half the box size; 0 keeps every "
+                           "pick.")
+        form.addParam("iou", params.FloatParam, default=Detection.iou,
+                      validators=[params.Range(0.01, 1.0)],
+                      expertLevel=params.LEVEL_ADVANCED, label="NMS IoU",
+                      help="Of two boxes overlapping more than this (intersection over "
+                           "union), only the more confident is kept; %s to start, "
+                           "lower for crowded micrographs with touching particles "
+                           "counted twice." % Detection.iou)
+        form.addParam("maxDetections", params.IntParam, default=Detection.max_det,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
+                      label="Maximum detections per micrograph",
+                      help="The most picks kept on one micrograph, the most confident "
+                           "first; %d is far above a usual micrograph's particles."
+                           % Detection.max_det)
+        self._defineComputeParams(form, "picking", threads=4)
         self._defineStreamingParams(form)
         form.getParam("streamingBatchSize").setDefault(16)
 
@@ -74,9 +82,8 @@ class CryoPruneProtYoloPicking(ProtParticlePickingAuto):
                 "--out %s" % self.getCoordsDir(),
                 "--threshold %s" % self.threshold, "--iou %s" % self.iou,
                 "--max-det %d" % self.maxDetections,
-                "--border %s" % self._getBorder(),
-                "--threads %d" % self.numberOfThreads]
-        Plugin.runCryoprune(self, "pick", " ".join(args))
+                "--border %s" % self._getBorder()]
+        self.runCryoprune("pick", " ".join(args))
 
     def readCoordsFromMics(self, outputDir, micDoneList, outputCoords):
         if not outputCoords.getBoxSize():
@@ -139,9 +146,6 @@ class CryoPruneProtYoloPicking(ProtParticlePickingAuto):
                           % (boxSize, width, height))
         return errors
 
-    def _warnings(self):
-        return Plugin.gpuWarnings(self)
-
     def getSummary(self, coordSet):
         return "%d particles, box size %s px" % (coordSet.getSize(), coordSet.getBoxSize())
 
@@ -158,10 +162,12 @@ class CryoPruneProtYoloPicking(ProtParticlePickingAuto):
         methods = ProtParticlePickingAuto._methods(self)
         model = self.inputModel.get()
         if model is not None:
-            methods.append("Particles were picked with a YOLO detector (%s, view classes "
-                           "%s) at a confidence threshold of %s and an NMS IoU of %s."
-                           % (self.getObjectTag("inputModel"),
-                              ", ".join(model.getClassNames()), self.threshold, self.iou))
+            methods.append("Particles were picked with a YOLO detector %s (%s, view "
+                           "classes %s) at a confidence threshold of %s and an NMS IoU "
+                           "of %s." % (reference("Jocher2023Ultralytics"),
+                                       self.getObjectTag("inputModel"),
+                                       ", ".join(model.getClassNames()), self.threshold,
+                                       self.iou))
         return methods
 
     def _citations(self):

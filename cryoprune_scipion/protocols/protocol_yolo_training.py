@@ -6,15 +6,17 @@ import pyworkflow.utils as pwutils
 from pyworkflow import BETA
 from pwem.protocols import EMProtocol
 
-from .. import Plugin
 from ..constants import MODEL_WEIGHTS, YOLO_FAMILIES, YOLO_SIZES
 from ..convert import (isOnMicrograph, linkMicrographs, micrographKeys,
                        writeCoordinatesCsv)
-from ..engine.preprocess import WAVELET_MODES
+from ..engine.picking import PickerTraining
+from ..engine.preprocess import WAVELET_MODES, PreprocessSettings
 from ..objects import CryoPruneYoloModel
+from .base import CryoPruneProtocol, reference
 from .class_names import NAME_PATTERN, namesFromInputs
 
 OUTPUT_MODEL = "outputModel"
+PREPROCESS = PreprocessSettings()
 
 
 def describeInput(pointer):
@@ -23,7 +25,21 @@ def describeInput(pointer):
                          pointer.getObjValue().getRunName())
 
 
-class CryoPruneProtYoloTraining(EMProtocol):
+def describeSplit(metadata):
+    """What the training did with the annotated micrographs."""
+    annotated, heldOut = metadata["micrographs_trained"], metadata.get("micrographs_held_out")
+    if heldOut is None:  # a model trained before the split was recorded
+        split = "%d annotated micrographs" % annotated
+    elif heldOut:
+        split = ("%d micrographs trained, %d held out for validation"
+                 % (annotated - heldOut, heldOut))
+    else:
+        split = ("%d micrographs trained and validated on (too few to hold one out)"
+                 % annotated)
+    return "%s; %d without coordinates skipped" % (split, metadata["micrographs_skipped"])
+
+
+class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
     """Trains a YOLO detector (ultralytics) to pick particles, from a few
     micrographs with coordinates: one SetOfCoordinates per view class (for
     example top and side views). Micrographs are first brought to a working
@@ -37,116 +53,156 @@ class CryoPruneProtYoloTraining(EMProtocol):
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         form.addSection(label="Input")
-        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
-                       label="Use GPU", help="Train on the GPUs below; No trains on the CPU.")
-        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
-                       label="GPU IDs",
-                       help="GPUs to train on, e.g. '0' or '0 1' (data-parallel "
-                            "training on several GPUs).")
         form.addParam("inputMicrographs", params.PointerParam,
                       pointerClass="SetOfMicrographs", important=True,
                       label="Micrographs",
-                      help="Micrographs with annotated particles. Micrographs "
-                           "without coordinates are skipped.")
+                      help="Micrographs with annotated particles; micrographs "
+                           "without coordinates are skipped. 3 to 10 annotated "
+                           "micrographs are a good start.")
         form.addParam("inputCoordinates", params.MultiPointerParam,
                       pointerClass="SetOfCoordinates", minNumObjects=1, important=True,
                       label="Coordinates (one set per view class)",
                       help="One SetOfCoordinates per view class, e.g. the top views "
-                           "and the side views. A single set trains a one-class "
-                           "detector.")
+                           "and the side views; a single set trains a one-class "
+                           "detector. Annotate every particle of an annotated "
+                           "micrograph: the ones left out teach the detector to "
+                           "miss them.")
         form.addParam("classNames", params.StringParam, default="",
                       label="View class names",
                       help="Comma-separated names of the view classes, in the order "
                            "of the coordinate sets (e.g. 'top,side'). Letters, digits "
-                           "and underscores. Empty: each set named after its label, "
-                           "else the output it is (outputCoordinates_top: top), else "
-                           "the run that made it; numbered when two are the same.")
+                           "and underscores. Empty (the start): each set named after "
+                           "its label, else the output it is (outputCoordinates_top: "
+                           "top), else the run that made it; numbered when two are "
+                           "the same.")
         form.addParam("boxSize", params.IntParam, allowsNull=True,
                       label="Box size (px)",
                       help="Size of the boxes drawn around the particles, in "
-                           "micrograph pixels. Empty: the box size of the first "
-                           "coordinate set.")
-        form.addParam("valFraction", params.FloatParam, default=0.2,
+                           "micrograph pixels: about the particle diameter plus a "
+                           "margin. Empty (the start): the box size of the first "
+                           "coordinate set. The model remembers it for picking.")
+        form.addParam("valFraction", params.FloatParam, default=PickerTraining.val_fraction,
                       validators=[params.Range(0.0, 0.9)],
                       label="Validation fraction",
                       help="Fraction of the annotated micrographs kept apart to "
                            "measure precision, recall and mAP after each epoch "
-                           "(at least one when there are two or more).")
+                           "(at least one when there are two or more); 0.2 to start, "
+                           "0 to train on all.")
 
         form.addSection(label="Training")
         form.addParam("modelFamily", params.EnumParam, choices=YOLO_FAMILIES,
-                      default=0, label="Model family")
-        form.addParam("modelSize", params.EnumParam, choices=YOLO_SIZES, default=0,
+                      default=YOLO_FAMILIES.index(PickerTraining.model[:-1]),
+                      label="Model family",
+                      help="The ultralytics detector generation: yolov8 (the start) "
+                           "or yolo11; both work on micrographs.")
+        form.addParam("modelSize", params.EnumParam, choices=YOLO_SIZES,
+                      default=YOLO_SIZES.index(PickerTraining.model[-1]),
                       display=params.EnumParam.DISPLAY_HLIST, label="Model size",
-                      help="n (nano, fastest) to x (largest). Larger models need "
-                           "more data and a GPU.")
+                      help="n (nano, the start, fastest) to x (largest). Larger models "
+                           "need more annotated micrographs and a GPU.")
         form.addParam("initialWeights", params.PathParam, default="",
                       label="Initial weights (optional)",
                       help="A local ultralytics .pt file to start from, e.g. COCO "
-                           "weights of the same family and size. Nothing is "
-                           "downloaded; empty trains from scratch.")
-        form.addParam("epochs", params.IntParam, default=100,
-                      validators=[params.Positive], label="Epochs")
-        form.addParam("patience", params.IntParam, default=30,
-                      validators=[params.Positive], label="Early-stopping patience",
+                           "weights of the same family and size, or a picker trained "
+                           "on similar data. Nothing is downloaded; empty (the "
+                           "start) trains from scratch.")
+        form.addParam("epochs", params.IntParam, default=PickerTraining.epochs,
+                      validators=[params.Positive], label="Epochs",
+                      help="Most passes over the training tiles; early stopping "
+                           "usually ends sooner. %d to start." % PickerTraining.epochs)
+        form.addParam("batchSize", params.IntParam, default=PickerTraining.batch,
+                      validators=[params.Positive], label="Batch size",
+                      help="Tiles per training step; %d to start, more on a large "
+                           "GPU." % PickerTraining.batch)
+        form.addParam("patience", params.IntParam, default=PickerTraining.patience,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
+                      label="Early-stopping patience",
                       help="Stop when the validation fitness has not improved for "
                            "this many epochs.")
-        form.addParam("batchSize", params.IntParam, default=4,
-                      validators=[params.Positive], label="Batch size")
-        form.addParam("learningRate", params.FloatParam, default=0.005,
+        form.addParam("learningRate", params.FloatParam,
+                      default=PickerTraining.learning_rate,
                       validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
-                      label="Learning rate", help="Initial AdamW learning rate.")
-        form.addParam("tileSize", params.IntParam, default=0,
-                      validators=[params.GE(0)], label="Training tile size (px)",
+                      label="Learning rate",
+                      help="Initial AdamW learning rate; %s to start."
+                           % PickerTraining.learning_rate)
+        form.addParam("tileSize", params.IntParam, default=PickerTraining.tile,
+                      validators=[params.GE(0)], expertLevel=params.LEVEL_ADVANCED,
+                      label="Training tile size (px)",
                       help="Training sees square tiles of the working image, a "
                            "multiple of 32 px; picking runs on whole working images "
-                           "at the same scale. 0: room for four boxes, at least "
-                           "256 px.")
+                           "at the same scale. 0 (the start): room for four boxes, "
+                           "at least 256 px.")
         form.addParam("augment", params.BooleanParam, default=True,
-                      label="Augmentation",
+                      expertLevel=params.LEVEL_ADVANCED, label="Augmentation",
                       help="Any in-plane rotation, flips, small shifts and scale "
-                           "changes, brightness, mosaics of four tiles.")
-        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
-                      label="Random seed")
+                           "changes, brightness, mosaics of four tiles. Yes to start: "
+                           "a few micrographs need it.")
+        form.addParam("seed", params.IntParam, default=PickerTraining.seed,
+                      expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      help="Seeds the validation split and the augmentation: the "
+                           "same seed repeats a run.")
 
         form.addSection(label="Preprocessing")
         form.addParam("doPreprocess", params.BooleanParam, default=True,
                       label="Restore contrast",
-                      help="Wavelet, Wiener filter and CLAHE before training. No: "
-                           "only resize and normalise.")
-        form.addParam("workingSize", params.IntParam, default=1024,
+                      help="Wavelet, Wiener filter and CLAHE before training, as in "
+                           "the YOLOv5 KLH picking study; Yes to start. No: only "
+                           "resize and normalise. Picking repeats what training did.")
+        form.addParam("workingSize", params.IntParam, default=PREPROCESS.working_size,
                       validators=[params.GE(0)], label="Working size (px)",
-                      help="Long side of the micrographs after resizing; 0 keeps "
-                           "their size. Coordinates map back exactly.")
-        form.addParam("doWavelet", params.BooleanParam, default=True,
-                      condition="doPreprocess", label="Wavelet detail suppression")
-        form.addParam("wavelet", params.StringParam, default="db15",
-                      condition="doPreprocess and doWavelet", label="Wavelet",
-                      help="A discrete wavelet of PyWavelets, e.g. db15 or sym8.")
-        form.addParam("waveletLevels", params.IntParam, default=2,
-                      validators=[params.Positive],
-                      condition="doPreprocess and doWavelet", label="Wavelet levels")
-        form.addParam("waveletMode", params.EnumParam, choices=list(WAVELET_MODES), default=0,
+                      help="Long side of the micrographs after resizing; a particle "
+                           "should stay 20 px or more across. %d to start; 0 keeps "
+                           "their size. Coordinates map back exactly."
+                           % PREPROCESS.working_size)
+        form.addParam("doWavelet", params.BooleanParam, default=bool(PREPROCESS.wavelet),
+                      condition="doPreprocess", expertLevel=params.LEVEL_ADVANCED,
+                      label="Wavelet detail suppression",
+                      help="Remove the finest wavelet details, mostly noise.")
+        form.addParam("wavelet", params.StringParam, default=PREPROCESS.wavelet,
+                      condition="doPreprocess and doWavelet",
+                      expertLevel=params.LEVEL_ADVANCED, label="Wavelet",
+                      help="A discrete wavelet of PyWavelets, e.g. %s (the start) or "
+                           "sym8." % PREPROCESS.wavelet)
+        form.addParam("waveletLevels", params.IntParam, default=PREPROCESS.wavelet_levels,
+                      validators=[params.Positive], condition="doPreprocess and doWavelet",
+                      expertLevel=params.LEVEL_ADVANCED, label="Wavelet levels",
+                      help="Decomposition levels whose details are suppressed; %d "
+                           "to start, more smooths more." % PREPROCESS.wavelet_levels)
+        form.addParam("waveletMode", params.EnumParam, choices=list(WAVELET_MODES),
+                      default=list(WAVELET_MODES).index(PREPROCESS.wavelet_mode),
                       display=params.EnumParam.DISPLAY_HLIST,
-                      condition="doPreprocess and doWavelet", label="Wavelet details",
-                      help="remove: drop the detail coefficients (the paper); soft: "
-                           "soft-threshold them at the noise level.")
-        form.addParam("doWiener", params.BooleanParam, default=True,
-                      condition="doPreprocess", label="Wiener filter")
-        form.addParam("wienerSize", params.IntParam, default=9,
-                      condition="doPreprocess and doWiener", label="Wiener window (px)",
-                      help="Odd window size.")
-        form.addParam("doClahe", params.BooleanParam, default=True,
-                      condition="doPreprocess", label="CLAHE")
-        form.addParam("claheTiles", params.IntParam, default=4,
-                      validators=[params.Positive],
-                      condition="doPreprocess and doClahe", label="CLAHE tiles per side")
-        form.addParam("claheClip", params.FloatParam, default=0.01,
-                      condition="doPreprocess and doClahe", label="CLAHE clip limit")
-        form.addParam("doNormalize", params.BooleanParam, default=True,
-                      label="Normalise", help="Zero mean, unit standard deviation.")
+                      condition="doPreprocess and doWavelet",
+                      expertLevel=params.LEVEL_ADVANCED, label="Wavelet details",
+                      help="remove (the start): drop the detail coefficients (the "
+                           "paper); soft: soft-threshold them at the noise level.")
+        form.addParam("doWiener", params.BooleanParam, default=bool(PREPROCESS.wiener_size),
+                      condition="doPreprocess", expertLevel=params.LEVEL_ADVANCED,
+                      label="Wiener filter", help="Adaptive local noise filter.")
+        form.addParam("wienerSize", params.IntParam, default=PREPROCESS.wiener_size,
+                      condition="doPreprocess and doWiener",
+                      expertLevel=params.LEVEL_ADVANCED, label="Wiener window (px)",
+                      help="Odd window size in working pixels; %d to start, about "
+                           "a quarter of the particle." % PREPROCESS.wiener_size)
+        form.addParam("doClahe", params.BooleanParam, default=bool(PREPROCESS.clahe_tiles),
+                      condition="doPreprocess", expertLevel=params.LEVEL_ADVANCED,
+                      label="CLAHE",
+                      help="Contrast-limited adaptive histogram equalisation: evens "
+                           "out the contrast across the micrograph.")
+        form.addParam("claheTiles", params.IntParam, default=PREPROCESS.clahe_tiles,
+                      validators=[params.Positive], condition="doPreprocess and doClahe",
+                      expertLevel=params.LEVEL_ADVANCED, label="CLAHE tiles per side",
+                      help="The micrograph is equalised in this many tiles per side; "
+                           "%d to start." % PREPROCESS.clahe_tiles)
+        form.addParam("claheClip", params.FloatParam, default=PREPROCESS.clahe_clip,
+                      condition="doPreprocess and doClahe",
+                      expertLevel=params.LEVEL_ADVANCED, label="CLAHE clip limit",
+                      help="Limits the contrast gain (0 to 1); %s to start, higher "
+                           "amplifies noise more." % PREPROCESS.clahe_clip)
+        form.addParam("doNormalize", params.BooleanParam, default=PREPROCESS.normalize,
+                      expertLevel=params.LEVEL_ADVANCED, label="Normalise",
+                      help="Zero mean, unit standard deviation; Yes to start.")
 
-        form.addParallelSection(threads=4, mpi=0)
+        self._defineComputeParams(form, "training", threads=4, severalGpus=True)
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -182,7 +238,7 @@ class CryoPruneProtYoloTraining(EMProtocol):
                 "--epochs %d" % self.epochs, "--patience %d" % self.patience,
                 "--batch %d" % self.batchSize, "--lr %s" % self.learningRate,
                 "--val-fraction %s" % self.valFraction,
-                "--seed %d" % self.seed, "--threads %d" % self.numberOfThreads]
+                "--seed %d" % self.seed]
         if self.tileSize.get():
             args.append("--tile %d" % self.tileSize)
         if self.initialWeights.get():
@@ -190,7 +246,7 @@ class CryoPruneProtYoloTraining(EMProtocol):
         if not self.augment:
             args.append("--no-augment")
         args.extend(self._getPreprocessArgs())
-        Plugin.runCryoprune(self, "train-picker", " ".join(args))
+        self.runCryoprune("train-picker", " ".join(args))
 
     def createOutputStep(self):
         model = CryoPruneYoloModel(filename=self._getModelDir(MODEL_WEIGHTS))
@@ -266,7 +322,7 @@ class CryoPruneProtYoloTraining(EMProtocol):
         return []
 
     def _warnings(self):
-        warnings = Plugin.gpuWarnings(self)
+        warnings = CryoPruneProtocol._warnings(self)
         if self.inputMicrographs.get() is None or None in self._getCoordinateSets():
             return warnings
         mics = self._getMicNames()
@@ -282,9 +338,7 @@ class CryoPruneProtYoloTraining(EMProtocol):
         metadata = getattr(self, OUTPUT_MODEL).getMetadata()
         metrics = metadata.get("final_metrics", {})
         summary = ["View classes: %s" % ", ".join(metadata["classes"]),
-                   "Trained on %s micrographs (%s without coordinates skipped)"
-                   % (metadata.get("micrographs_trained", "?"),
-                      metadata.get("micrographs_skipped", "?"))]
+                   describeSplit(metadata)]
         if metrics:
             summary.append("Validation: precision %.3f, recall %.3f, mAP50 %.3f, "
                            "mAP50-95 %.3f" % (metrics["precision"], metrics["recall"],
@@ -294,10 +348,11 @@ class CryoPruneProtYoloTraining(EMProtocol):
     def _methods(self):
         if not self.hasAttribute(OUTPUT_MODEL):
             return []
-        return ["A YOLO particle detector (ultralytics %s%s) was trained on %s with "
+        return ["A YOLO particle detector (ultralytics %s%s %s) was trained on %s with "
                 "the view classes %s, box size %d px, working size %d px, for at most "
                 "%d epochs." % (self.getEnumText("modelFamily"),
                                 self.getEnumText("modelSize"),
+                                reference("Jocher2023Ultralytics"),
                                 self.getObjectTag("inputMicrographs"),
                                 ", ".join(self._getClassNames()), self._getBoxSize(),
                                 self.workingSize, self.epochs)]
