@@ -12,7 +12,7 @@ from pwem import Domain
 from pwem.protocols import ProtImportMicrographs, ProtImportParticles
 from pwem.viewers import ClassesView, DataViewer
 
-from cryoprune_scipion.constants import CLASS_ATTR, SCORE_ATTR
+from cryoprune_scipion.constants import CLASS_ATTR, PARTICLE_SCORE_ATTR, SCORE_ATTR, SCORES
 from cryoprune_scipion.cli.demo import save_picks_picture
 from cryoprune_scipion.convert import setPruningAttributes
 from cryoprune_scipion.engine.io import write_micrograph, write_stack
@@ -176,8 +176,8 @@ class TestViewers(BaseTest):
         self._png(plotter, "picks.png")
 
     def test_score_histograms(self):
-        for prot, classes in ((self.picking, {"top", "side"}),
-                              (self.pruning, set(JUNK_CLASSES))):
+        for prot, step, classes in ((self.picking, "picker", {"top", "side"}),
+                                    (self.pruning, "pruner", set(JUNK_CLASSES))):
             viewer = self._viewer(CryoPrunePicksViewer, prot)
             [plotter] = viewer._showHistogram()
             ax = plotter.getFigure().axes[0]
@@ -187,7 +187,8 @@ class TestViewers(BaseTest):
             [threshold] = [text for text in texts if text.startswith("threshold")]
             self.assertEqual({text.split(" (")[0] for text in texts if text != threshold},
                              classes)
-            scores = [c.getAttributeValue(SCORE_ATTR) for s in scoredSets(prot)
+            scoreAttr, _ = SCORES[step]
+            scores = [c.getAttributeValue(scoreAttr) for s in scoredSets(prot)
                       for c in s.iterItems()]
             self.assertIn("%d of %d" % (sum(s >= prot.threshold.get() for s in scores),
                                         len(scores)), threshold)
@@ -222,15 +223,17 @@ class TestViewers(BaseTest):
 
     def test_subset_by_score(self):
         threshold = 0.7
-        prot = self.newProtocol(CryoPruneProtScoreSubset, threshold=threshold)
+        prot = self.newProtocol(CryoPruneProtScoreSubset, threshold=threshold,
+                                scoreStep=list(SCORES).index("pruner"))
         prot.inputSet.set(self.pruning)
         prot.inputSet.setExtended("outputCoordinates")
         self.launchProtocol(prot)
         kept = self.pruning.outputCoordinates
-        expected = sum(c.getAttributeValue(SCORE_ATTR) >= threshold for c in kept.iterItems())
+        expected = sum(c.getAttributeValue(PARTICLE_SCORE_ATTR) >= threshold
+                       for c in kept.iterItems())
         self.assertEqual(prot.outputCoordinates.getSize(), expected)
         self.assertEqual(prot.outputCoordinates.getBoxSize(), BOX_SIZE)
-        self.assertTrue(all(c.getAttributeValue(SCORE_ATTR) >= threshold
+        self.assertTrue(all(c.getAttributeValue(PARTICLE_SCORE_ATTR) >= threshold
                             for c in prot.outputCoordinates.iterItems()))
 
     def test_subset_from_viewer(self):
@@ -244,7 +247,8 @@ class TestViewers(BaseTest):
         self._waitOutput(subset, "outputCoordinates", sleepTime=0.5, timeOut=60)
         kept = self.pruning.outputCoordinates
         self.assertEqual(subset.outputCoordinates.getSize(),
-                         sum(c.getAttributeValue(SCORE_ATTR) >= 0.8 for c in kept.iterItems()))
+                         sum(c.getAttributeValue(PARTICLE_SCORE_ATTR) >= 0.8
+                             for c in kept.iterItems()))
 
     # ------------------------------------------------------------ classes
     def test_class_gallery(self):

@@ -7,7 +7,7 @@ import pyworkflow.protocol.params as params
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 from pwem.objects import SetOfCoordinates
 
-from ..constants import CLASS_ATTR, SCORE_ATTR
+from ..constants import SCORES
 from ..engine.io import read_micrograph
 from ..protocols import (CryoPruneProtPickerOptimizer, CryoPruneProtScoreSubset,
                          CryoPruneProtYoloPicking)
@@ -15,9 +15,10 @@ from ..protocols.protocol_pruning import DISCARDED
 from ..engine.plots import (Picks, add_threshold_slider, draw_precision_recall,
                     draw_score_histogram, match_to_reference, picks_figure)
 
-# What the score and the class of an item mean, by the protocol that scored it
-SCORE_NAMES = {CryoPruneProtYoloPicking: ("YOLO confidence", "view class"),
-               CryoPruneProtPickerOptimizer: ("probability of being a particle",
+# Which step's score a protocol's outputs are viewed by, and what its score
+# and class mean
+SCORE_NAMES = {CryoPruneProtYoloPicking: ("picker", "YOLO confidence", "view class"),
+               CryoPruneProtPickerOptimizer: ("pruner", "probability of being a particle",
                                               "predicted class")}
 
 
@@ -25,10 +26,11 @@ def micrographNames(coordSet):
     return {mic.getObjId(): mic.getMicName() for mic in coordSet.getMicrographs()}
 
 
-def readPicks(itemSets):
-    """Picks of coordinate or particle sets: position, score, class and the
-    name of the micrograph of each item (particles: of their coordinate;
-    none for particles without one)."""
+def readPicks(itemSets, step="picker"):
+    """Picks of coordinate or particle sets: position, the score and class
+    that `step` (a key of SCORES) gave them, and the name of the micrograph of
+    each item (particles: of their coordinate; none for particles without one)."""
+    scoreAttr, classAttr = SCORES[step]
     rows = []
     for itemSet in itemSets:
         isCoordinates = isinstance(itemSet, SetOfCoordinates)
@@ -36,8 +38,8 @@ def readPicks(itemSets):
         for item in itemSet.iterItems(orderBy="id"):
             coord = item if isCoordinates else item.getCoordinate()
             row = {"x": np.nan, "y": np.nan, "micrograph": "",
-                   "score": item.getAttributeValue(SCORE_ATTR, np.nan),
-                   "class": item.getAttributeValue(CLASS_ATTR, "")}
+                   "score": item.getAttributeValue(scoreAttr, np.nan),
+                   "class": item.getAttributeValue(classAttr, "")}
             if coord is not None:
                 row.update(x=coord.getX(), y=coord.getY(),
                            micrograph=names.get(coord.getMicId(), coord.getMicName()))
@@ -112,7 +114,7 @@ class CryoPrunePicksViewer(ProtocolViewer):
             return [self.errorMessage("Micrograph %d asked for; there are %d"
                                       % (self.micrograph.get(), len(mics)), self._label)]
         mic = mics[self.micrograph.get() - 1]
-        picks = readPicks(coordSets)
+        picks = readPicks(coordSets, self._step())
         plotter = self._plotter(figsize=(8, 8.5))
         figure = plotter.getFigure()
         image = read_micrograph(mic.getFileName())
@@ -125,10 +127,10 @@ class CryoPrunePicksViewer(ProtocolViewer):
         return [plotter]
 
     def _showHistogram(self, paramName=None):
-        scoreName, className = SCORE_NAMES[type(self.protocol)]
+        _, scoreName, className = SCORE_NAMES[type(self.protocol)]
         plotter = self._plotter(figsize=(7, 4.5))
         ax = plotter.getFigure().add_subplot()
-        draw_score_histogram(ax, readPicks(scoredSets(self.protocol)),
+        draw_score_histogram(ax, readPicks(scoredSets(self.protocol), self._step()),
                              self.threshold.get(), scoreName)
         ax.set_title("%s by %s" % (scoreName, className), fontsize=9)
         return [plotter]
@@ -140,7 +142,7 @@ class CryoPrunePicksViewer(ProtocolViewer):
                                       self._label)]
         itemSets = scoredSets(self.protocol)
         radius = self.matchRadius.get() or itemSets[0].getBoxSize() / 2
-        matched, scores, count = match_to_reference(readPicks(itemSets),
+        matched, scores, count = match_to_reference(readPicks(itemSets, self._step()),
                                                     readPicks([reference]), radius)
         plotter = self._plotter(figsize=(5.5, 5))
         draw_precision_recall(plotter.getFigure().add_subplot(), matched, scores, count,
@@ -160,14 +162,18 @@ class CryoPrunePicksViewer(ProtocolViewer):
                 "of at least %s" % (prot.threshold.get(), name + DISCARDED,
                                     prot.threshold.get()), self._label)]
         project = self.getProject()
-        subset = project.newProtocol(CryoPruneProtScoreSubset,
-                                     threshold=self.threshold.get())
+        subset = project.newProtocol(CryoPruneProtScoreSubset, threshold=self.threshold.get(),
+                                     scoreStep=list(SCORES).index(self._step()))
         subset.inputSet.set(prot)
         subset.inputSet.setExtended(name)
         project.launchProtocol(subset)
         return [self.infoMessage("Launched %s: the picks of %s scoring at least %s."
                                  % (subset.getRunName(), name, self.threshold.get()),
                                  self._label)]
+
+    def _step(self):
+        """The step whose scores this protocol's outputs are viewed by."""
+        return SCORE_NAMES[type(self.protocol)][0]
 
     def _plotter(self, figsize):
         from pwem.viewers import EmPlotter
