@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cryoprune_scipion.engine
-from cryoprune_scipion.engine.io import write_stack
+from cryoprune_scipion.engine.io import write_micrograph, write_stack, write_table
 
 SCIPION_BLOCK = '''
 import sys
@@ -65,9 +65,18 @@ def test_engine_imports_without_scipion(lean):
 def test_cli_runs_without_scipion(lean, tmp_path):
     help_job = lean("-m", "cryoprune_scipion.cli", "--help")
     assert help_job.returncode == 0, help_job.stderr
-    assert "classify2d" in help_job.stdout
+    assert "classify2d" in help_job.stdout and "extract" in help_job.stdout
 
     rng = np.random.default_rng(0)
+    micrograph = tmp_path / "mic.mrc"
+    write_micrograph(str(micrograph), rng.normal(size=(128, 128)).astype(np.float32), 3.0)
+    write_table(str(tmp_path / "mic.csv"), ["x", "y"],
+                [{"x": x, "y": y} for x, y in [(32, 32), (64, 64), (96, 90), (40, 90)]])
+    extract = lean("-m", "cryoprune_scipion.cli", "extract", "--micrographs", micrograph,
+                   "--coords", tmp_path, "--box", 32, "--out", tmp_path / "extracted")
+    assert extract.returncode == 0, extract.stderr
+    assert (tmp_path / "extracted" / "mic.mrcs").is_file()
+
     stack = tmp_path / "particles.mrcs"
     write_stack(str(stack), rng.normal(size=(24, 32, 32)).astype(np.float32), 3.0)
     classify = lean("-m", "cryoprune_scipion.cli", "classify2d", "--particles", stack,
