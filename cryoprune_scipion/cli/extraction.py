@@ -7,7 +7,6 @@ columns) and writes OUT/<micrograph stem>.mrcs and OUT/particles.csv
 (micrograph,index,x,y and the carried columns; index 0-based in that
 micrograph's stack).
 """
-import argparse
 import logging
 import os
 
@@ -16,7 +15,7 @@ from ..engine.extraction import ExtractionSettings, Microscope
 from ..engine.io import InputError
 from .arguments import non_negative_float, positive_float, positive_int
 from .outputs import RunOutputs, add_output_arguments
-from .picking import per_micrograph_results
+from .picking import add_worker_arguments, per_micrograph_results
 
 PARTICLES_CSV = "particles.csv"
 
@@ -55,9 +54,7 @@ def add_commands(commands):
     extract.add_argument("--amplitude-contrast", type=non_negative_float,
                          default=defaults.amplitude_contrast)
     extract.add_argument("--threads", type=positive_int, default=1)
-    # Several workers on the CPU: tests the split over GPUs on machines without them
-    extract.add_argument("--cpu-workers", type=positive_int, default=1,
-                         help=argparse.SUPPRESS)
+    add_worker_arguments(extract)
     add_device_argument(extract)
     add_output_arguments(extract)
     extract.set_defaults(run=run_extract)
