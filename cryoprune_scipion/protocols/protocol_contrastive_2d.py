@@ -10,6 +10,7 @@ from ..constants import CORRELATION_ATTR, MODEL_METADATA, RESOLUTION_ATTR
 from ..convert import (MRC_STACK_SUFFIXES, alignmentToTransform, readAlignmentCsv,
                        writeParticleCtfCsv, writeParticleStack)
 from ..objects import CryoPruneEncoderModel
+from .gpu_request import GpuRequest
 
 OUTPUT_CLASSES = "outputClasses"
 OUTPUT_ENCODER = "outputEncoder"
@@ -18,7 +19,7 @@ REFINE_MODES = ["hard", "soft"]
 CLASS_ORDERS = ["size", "resolution"]
 
 
-class CryoPruneProtContrastive2D(ProtClassify2D):
+class CryoPruneProtContrastive2D(GpuRequest, ProtClassify2D):
     """Sorts particles into 2D classes without alignment during clustering:
     a CNN encoder learns features of the particles themselves by contrastive
     (SimCLR) training with cryo-EM augmentations, k-means++ clusters the

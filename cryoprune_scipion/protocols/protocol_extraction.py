@@ -15,11 +15,12 @@ from ..convert import (coordinatesPath, linkMicrographs, micrographStem,
                        readExtractedParticles, writeExtractionCoordinates,
                        writeMicrographCtfCsv)
 from ..engine.windows import downsampled_box
+from .gpu_request import GpuRequest
 
 OUTPUT_PARTICLES = "outputParticles"
 
 
-class CryoPruneProtExtractParticles(ProtExtractParticles):
+class CryoPruneProtExtractParticles(GpuRequest, ProtExtractParticles):
     """Extracts particles from micrographs around picked coordinates: each
     window is centred on its coordinate, optionally phase-flipped with the
     micrograph's CTF, downsampled by Fourier cropping, contrast-inverted and

@@ -10,11 +10,12 @@ from ..constants import CLASS_ATTR, MODEL_METADATA, SCORE_ATTR
 from ..convert import (coordinatesPath, getCoordinateClass, linkMicrographs,
                        readCoordinatesCsv)
 from .class_names import NAME_PATTERN
+from .gpu_request import GpuRequest
 
 OUTPUT_COORDINATES = "outputCoordinates"
 
 
-class CryoPruneProtYoloPicking(ProtParticlePickingAuto):
+class CryoPruneProtYoloPicking(GpuRequest, ProtParticlePickingAuto):
     """Picks particles with a YOLO detector trained by the YOLO training
     protocol. Each coordinate carries its confidence (`_cryopruneScore`) and
     view class (`_cryopruneClass`); besides all picks, one SetOfCoordinates

@@ -13,6 +13,7 @@ from ..convert import (isOnMicrograph, linkMicrographs, micrographKeys,
 from ..engine.preprocess import WAVELET_MODES
 from ..objects import CryoPruneYoloModel
 from .class_names import NAME_PATTERN, namesFromInputs
+from .gpu_request import GpuRequest
 
 OUTPUT_MODEL = "outputModel"
 
@@ -23,7 +24,7 @@ def describeInput(pointer):
                          pointer.getObjValue().getRunName())
 
 
-class CryoPruneProtYoloTraining(EMProtocol):
+class CryoPruneProtYoloTraining(GpuRequest, EMProtocol):
     """Trains a YOLO detector (ultralytics) to pick particles, from a few
     micrographs with coordinates: one SetOfCoordinates per view class (for
     example top and side views). Micrographs are first brought to a working
