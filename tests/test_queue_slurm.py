@@ -1,7 +1,7 @@
 """The protocols' heavy steps through a real cluster queue: a one-node SLURM
 on this machine (../shared/tools/local-slurm.sh, Debian's slurm-wlm and
-munge, as root) and a hosts.conf that sends each job of a step to `sbatch`
-(QUEUE_FOR_JOBS = Y), as a facility's Scipion does. The extraction run
+munge, as root) and a hosts.conf that sends to `sbatch` each job of a step
+(QUEUE_FOR_JOBS = Y) or the whole protocol (N), as a facility's Scipion does. The extraction run
 through the queue must give the particles of a local run, and its job
 script must ask for no GPU when Use GPU is off; the 2D classification of
 its particles through the queue gives the classes of a local run.
@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_SLURM = os.path.join(REPOSITORY, "..", "shared", "tools", "local-slurm.sh")
 START_TIMEOUT = 90  # seconds
 QUEUE = "debug"
+PROTOCOL_TIMEOUT = 180  # seconds for a protocol sent to the queue as a whole
 
 # The facility's hosts.conf: SLURM, each job of a step submitted on its own.
 # Scipion's templates have no conditionals, so the submit command drops the
@@ -155,6 +157,27 @@ class TestQueue(BaseTest):
                             for p in c})
         self.assertEqual(classes[0], classes[1])
         self.assertEqual(len(glob.glob(prot._getLogsPath("cryoprune*.job"))), 1)
+
+    def test_whole_protocol_through_sbatch(self):
+        """QUEUE_FOR_JOBS = N: the protocol itself runs as one SLURM job."""
+        local = self.launchProtocol(self._extraction(queued=False, useGpu=False))
+        prot = self._extraction(queued=True, useGpu=False)
+        prot._queueParams.set(json.dumps([QUEUE, {"QUEUE_FOR_JOBS": "N"}]))
+        self.proj.launchProtocol(prot, wait=False)
+        for _ in range(PROTOCOL_TIMEOUT):
+            self.proj._updateProtocol(prot)
+            if not prot.isActive():
+                break
+            time.sleep(1)
+        self.assertTrue(prot.isFinished(), "the queued protocol ended %s" % prot.getStatus())
+        script, = glob.glob(prot._getLogsPath("cryoprune*.job"))
+        with open(script) as f:
+            self.assertIn("pw_protocol_run.py", f.read())
+        self.assertEqual(prot.outputParticles.getSize(), local.outputParticles.getSize())
+        for a, b in zip(local.outputParticles.iterItems(orderBy="id"),
+                        prot.outputParticles.iterItems(orderBy="id")):
+            np.testing.assert_array_equal(read_stack(a.getFileName())[a.getIndex() - 1],
+                                          read_stack(b.getFileName())[b.getIndex() - 1])
 
     def test_a_gpu_is_asked_for_only_with_use_gpu(self):
         for useGpu, count in [(False, 0), (True, 2)]:
