@@ -35,9 +35,11 @@ def map_over_devices(function, items, groups, *arguments):
     parts = shares(list(items), len(groups))
     if len(parts) <= 1:
         return [function(part, groups[0], *arguments) for part in parts]
+    torch = sys.modules.get("torch")  # the command's thread count, for each worker
+    threads = torch.get_num_threads() if torch else None
     context = multiprocessing.get_context("spawn")
     pool = context.Pool(len(parts), initializer=_start_worker,
-                        initargs=(logging.getLogger().level,))
+                        initargs=(logging.getLogger().level, threads))
     try:
         results = pool.starmap(function, [(part, gpu_ids) + arguments
                                           for part, gpu_ids in zip(parts, groups)])
@@ -50,9 +52,12 @@ def map_over_devices(function, items, groups, *arguments):
     return results
 
 
-def _start_worker(level):
-    """Log like the command, and on SIGTERM (the pool stopping) unwind, so
-    that files half written are removed."""
+def _start_worker(level, threads):
+    """Log like the command, use its torch threads, and on SIGTERM (the pool
+    stopping) unwind, so that files half written are removed."""
     logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT,
                         stream=sys.stdout)
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
