@@ -147,9 +147,9 @@ def run_train(args):
 
 
 def add_worker_arguments(parser):
-    """With several GPUs in --device, one worker per GPU picks its share of
-    the micrographs. The hidden --cpu-workers does the same on the CPU, so
-    that the split is tested on machines without GPUs."""
+    """With several GPUs in --device, one worker per GPU takes its share of
+    the micrographs (pick, extract). The hidden --cpu-workers does the same
+    on the CPU, so that the split is tested on machines without GPUs."""
     parser.add_argument("--cpu-workers", type=positive_int, default=1,
                         help=argparse.SUPPRESS)
 

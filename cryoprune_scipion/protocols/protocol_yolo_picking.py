@@ -29,7 +29,9 @@ class CryoPruneProtYoloPicking(GpuRequest, ProtParticlePickingAuto):
         form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
                        label="Use GPU", help="Pick on the GPU below; No picks on the CPU.")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0",
-                       label="GPU IDs", help="The GPU to pick on, e.g. '0'.")
+                       label="GPU IDs", help="The GPUs to pick on, e.g. '0', or '0 1' "
+                                             "to split the micrographs of a step "
+                                             "over two.")
         form.addParam("inputModel", params.PointerParam,
                       pointerClass="CryoPruneYoloModel", important=True,
                       label="YOLO model", help="Output of the YOLO training protocol.")
