@@ -286,3 +286,38 @@ def setPruningAttributes(item, score, label):
     beside any picker's confidence and view class the item carries."""
     setattr(item, PARTICLE_SCORE_ATTR, pwobj.Float(score))
     setattr(item, JUNK_CLASS_ATTR, pwobj.String(label))
+
+
+# -------------------------------------------------------------- extraction
+
+def writeExtractionCoordinates(coords, scale, path):
+    """The coordinates of one micrograph as a `cryoprune extract` table:
+    x, y (times `scale`, for micrographs of another pixel size than those
+    picked on) and id, the coordinate's id, carried over to the particles."""
+    write_table(path, ["x", "y", "id"],
+                [{"x": coord.getX() * scale, "y": coord.getY() * scale,
+                  "id": coord.getObjId()} for coord in coords])
+
+
+def writeMicrographCtfCsv(mics, path):
+    """micrograph,defocus_u,defocus_v,defocus_angle (Angstrom, degrees) of
+    each micrograph, named like its link: the CTF table of `cryoprune
+    extract --ctf`."""
+    rows = []
+    for mic in mics:
+        ctf = mic.getCTF()
+        rows.append({"micrograph": micrographStem(mic.getObjId()),
+                     "defocus_u": ctf.getDefocusU(), "defocus_v": ctf.getDefocusV(),
+                     "defocus_angle": ctf.getDefocusAngle()})
+    write_table(path, ["micrograph", "defocus_u", "defocus_v", "defocus_angle"], rows)
+
+
+def readExtractedParticles(folder):
+    """{micrograph stem: [(index in its stack, coordinate id), ...]} from the
+    particles.csv that `cryoprune extract` wrote in `folder`."""
+    import csv
+    particles = defaultdict(list)
+    with open(os.path.join(folder, "particles.csv"), newline="") as f:
+        for row in csv.DictReader(f):
+            particles[row["micrograph"]].append((int(row["index"]), int(row["id"])))
+    return particles

@@ -12,7 +12,7 @@ import threading
 
 from .arguments import CommandParser
 
-COMMAND_MODULES = ["demo", "picking", "pruning", "classification"]
+COMMAND_MODULES = ["demo", "picking", "extraction", "pruning", "classification"]
 EXIT_INPUT_ERROR = 2
 
 
@@ -40,9 +40,10 @@ def main(argv=None):
     message, nothing written), 130 or 143 interrupted (SIGINT, SIGTERM)."""
     from ..engine.device import resolve_gpus
     from ..engine.io import InputError
+    from ..engine.workers import LOG_DATE_FORMAT, LOG_FORMAT
     from .outputs import discard_incomplete, forget_runs
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stdout)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT,
+                        stream=sys.stdout)
     args = build_parser().parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:  # only the main thread may handle signals

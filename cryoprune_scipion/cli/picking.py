@@ -1,9 +1,10 @@
 """`cryoprune preprocess`, `train-picker` and `pick`."""
+import argparse
 import os
 
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from ..engine.device import add_device_argument
-from ..engine.io import InputError, micrograph_stem, write_table
+from ..engine.io import InputError, micrograph_stem, read_model_metadata, write_table
 from ..engine.picking import Detection, PickerTraining
 from ..engine.preprocess import PreprocessSettings, WAVELET_MODES
 from .arguments import (fraction, non_negative_float, non_negative_int, positive_float,
@@ -72,6 +73,7 @@ def add_commands(commands):
                       help="drop picks closer than this to the micrograph edge "
                            "(default: half the box size; 0 keeps all)")
     pick.add_argument("--threads", type=positive_int, default=1)
+    add_worker_arguments(pick)
     add_device_argument(pick)
     add_output_arguments(pick)
     pick.set_defaults(run=run_pick)
@@ -147,12 +149,29 @@ def run_train(args):
                                 metadata["final_metrics"].items()))
 
 
+def add_worker_arguments(parser):
+    """With several GPUs in --device, one worker per GPU takes its share of
+    the micrographs (pick, extract). The hidden --cpu-workers does the same
+    on the CPU, so that the split is tested on machines without GPUs."""
+    parser.add_argument("--cpu-workers", type=positive_int, default=1,
+                        help=argparse.SUPPRESS)
+
+
 def run_pick(args):
-    from ..engine.picking import PICK_FIELDS, pick
+    from ..engine.workers import device_groups, map_over_devices
+    read_model_metadata(args.model, "picker")  # before any worker starts
     RunOutputs(args, inputs=args.micrographs + [args.model]).folder(
         args.out, results=per_micrograph_results(args.micrographs, ".csv"))
-    for path, picks in pick(args.model, args.micrographs, args.threshold, args.iou,
-                            args.max_det, args.border, args.gpu_ids, args.threads):
-        write_table(os.path.join(args.out, micrograph_stem(path) + ".csv"), PICK_FIELDS,
-                    picks)
+    map_over_devices(pick_share, args.micrographs,
+                     device_groups(args.gpu_ids, args.cpu_workers), args.out, args.model,
+                     args.threshold, args.iou, args.max_det, args.border, args.threads)
+
+
+def pick_share(micrographs, gpu_ids, out, model, threshold, iou, max_det, border, threads):
+    """Pick `micrographs` on the first GPU of `gpu_ids` (or the CPU) into
+    out/<micrograph stem>.csv: one worker's share of `pick`."""
+    from ..engine.picking import PICK_FIELDS, pick
+    for path, picks in pick(model, micrographs, threshold, iou, max_det, border, gpu_ids,
+                            threads):
+        write_table(os.path.join(out, micrograph_stem(path) + ".csv"), PICK_FIELDS, picks)
         print("%s: %d particles" % (path, len(picks)), flush=True)

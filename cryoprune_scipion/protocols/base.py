@@ -38,17 +38,24 @@ def reference(key):
 class CryoPruneProtocol:
     """Mixin, listed before the pwem protocol class it goes with."""
 
-    def _defineComputeParams(self, form, job, threads, severalGpus=False):
+    def _defineComputeParams(self, form, job, threads, severalGpus="", useGpu=True):
         """Hidden Use GPU / GPU IDs (drawn by Scipion beside the run mode)
         and the thread count of the parallel section; `job` names what the
-        job does ('train', 'pick'...)."""
-        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
+        job does ('training', 'picking'...), `severalGpus` what it does with
+        more than one GPU (empty: it uses one)."""
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=useGpu,
                        label="Use GPU", help="Run the %s job on the GPUs below; No runs it "
                                              "on the CPU." % job)
         form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU IDs",
-                       help=GPU_HELP % (job, " or '0 1' (data-parallel training)"
+                       help=GPU_HELP % (job, " or '0 1' (%s)" % severalGpus
                                         if severalGpus else ""))
         form.addParallelSection(threads=threads, mpi=0, binThreadsHelp=THREADS_HELP)
+
+    def getGpuList(self):
+        """No GPU with Use GPU off, so that a queue's submission script
+        (hosts.conf, GPU_COUNT) asks for none: pyworkflow counts the GPU IDs
+        field whatever the switch."""
+        return super().getGpuList() if self.usesGpu() else []
 
     def runCryoprune(self, command, arguments):
         """Run `cryoprune COMMAND ARGUMENTS --threads N` as a job of this run."""

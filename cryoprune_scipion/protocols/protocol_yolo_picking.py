@@ -64,7 +64,8 @@ class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
                       help="The most picks kept on one micrograph, the most confident "
                            "first; %d is far above a usual micrograph's particles."
                            % Detection.max_det)
-        self._defineComputeParams(form, "picking", threads=4)
+        self._defineComputeParams(form, "picking", threads=4,
+                                  severalGpus="the micrographs of a step split over them")
         self._defineStreamingParams(form)
         form.getParam("streamingBatchSize").setDefault(16)
 

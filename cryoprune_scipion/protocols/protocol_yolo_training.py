@@ -202,7 +202,8 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
                       expertLevel=params.LEVEL_ADVANCED, label="Normalise",
                       help="Zero mean, unit standard deviation; Yes to start.")
 
-        self._defineComputeParams(form, "training", threads=4, severalGpus=True)
+        self._defineComputeParams(form, "training", threads=4,
+                                  severalGpus="data-parallel training")
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
