@@ -24,7 +24,7 @@ except ModuleNotFoundError as error:
         raise
     pwem = None
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 _logo = "cryoprune_logo.png"
 _references = ["Li2022PickerOptimizer", "Yan2022CLClustering",
                "Tang2024SimcryoCluster"]
