@@ -33,6 +33,7 @@ from .windows import fourier_crop
 logger = logging.getLogger(__name__)
 
 MODES = ("hard", "soft")
+SMALLEST_SPLIT = 4  # members a class needs to be split in two
 
 
 @dataclasses.dataclass
@@ -273,7 +274,7 @@ def _reseed(working, labels, angles, shifts, references, settings, device, rng):
         sizes = np.bincount(labels, minlength=n_classes + 1)[1:]
         tiny = int(np.argmin(sizes))
         largest = int(np.argmax(sizes))
-        if sizes[tiny] >= limit or sizes[largest] < 4 or tiny == largest:
+        if sizes[tiny] >= limit or sizes[largest] < SMALLEST_SPLIT or tiny == largest:
             break
         labels[labels == tiny + 1] = largest + 1
         _split(working, labels, angles, shifts, references, largest, tiny, settings, device,
@@ -329,14 +330,15 @@ def _merge_duplicates(working, labels, angles, shifts, references, settings, dev
     merged = []
     while similarity.max() >= settings.duplicate_correlation:
         kept, freed = (int(k) for k in np.unravel_index(np.argmax(similarity), similarity.shape))
-        labels[labels == freed + 1] = kept + 1
         sizes = np.bincount(labels, minlength=n_classes + 1)[1:]
         sizes[[kept, freed] + [split - 1 for _, _, split in merged]] = 0
         largest = int(np.argmax(sizes))
+        if sizes[largest] < SMALLEST_SPLIT:
+            break
+        labels[labels == freed + 1] = kept + 1
+        _split(working, labels, angles, shifts, references, largest, freed, settings, device,
+               rng)
         similarity[[kept, freed, largest]] = similarity[:, [kept, freed, largest]] = 0
-        if sizes[largest] >= 4:
-            _split(working, labels, angles, shifts, references, largest, freed, settings,
-                   device, rng)
         merged.append((kept + 1, freed + 1, largest + 1))
     return references, labels, merged
 
