@@ -80,6 +80,10 @@ class TestContrastive2D(BaseTest):
         subset.inputClasses.setExtended("outputClasses")
         self.launchProtocol(subset)
         self.assertEqual(subset.output.getSize(), max(sizes))
+        summary = "\n".join(prot.summary())
+        self.assertIn("%d particles in 2 classes" % N_PARTICLES, summary)
+        self.assertIn("Refined by", summary)  # the default passes
+        self.assertNotIn("particles in the classes at or better", summary)  # no subset asked
 
     def test_ranked_classes_and_good_subset(self):
         """Refined classes ordered by resolution, scores on the classes, and
@@ -99,6 +103,14 @@ class TestContrastive2D(BaseTest):
         self.assertEqual(resolutions, sorted(resolutions))  # class 1 the best
         self.assertTrue(os.path.isfile(prot._getExtraPath("class_scores.csv")))
         self.assertEqual(prot.outputParticles.getSize(), N_PARTICLES)  # every class kept
+        summary = "\n".join(prot.summary())
+        passes = prot.outputEncoder.getMetadata()["refinement_passes"]
+        self.assertTrue(1 <= passes <= 2)
+        self.assertIn("Refined by %d of at most 2 passes" % passes, summary)
+        self.assertIn("best %.1f A (class 1), worst %.1f A (class 2)" % tuple(resolutions),
+                      summary)
+        self.assertIn("%d particles in the classes at or better than 1000.0 A" % N_PARTICLES,
+                      summary)
 
     def test_transform_round_trip(self):
         angle, shiftX, shiftY = transformToAlignment(alignmentToTransform(250.5, 1.25, -3.0))

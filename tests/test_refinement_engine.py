@@ -72,6 +72,20 @@ def test_reseeding_fills_an_empty_class():
     assert clustering_accuracy(truth, refined.labels) >= 0.9
 
 
+def test_duplicate_classes_are_merged_and_the_mixed_class_split():
+    import torch
+    images, truth = views_stack(150, snr=3.0, seed=4)
+    # View 1 split over classes 1 and 2; views 2 and 3 share class 3.
+    start = np.where(truth == 0, 1 + np.arange(len(truth)) % 2, 3)
+    assert clustering_accuracy(truth, start) < 0.8
+    refined = refine.refine(images, start, 3, settings(passes=3, angle_step=15.0))
+    assert refined.history[0]["merged"] == [(1, 2, 3)]
+    assert clustering_accuracy(truth, refined.labels) >= 0.95
+    similarity = refine.average_similarity(torch.as_tensor(refined.averages), settings())
+    threshold = refine.RefinementSettings().duplicate_correlation
+    assert similarity[np.triu_indices(3, 1)].max() < threshold  # no duplicates left
+
+
 def test_frc_ranks_a_clean_class_above_a_noise_class():
     rng = np.random.default_rng(3)
     clean = simulate.project(simulate.asymmetric_tetramer(),

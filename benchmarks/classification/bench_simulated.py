@@ -136,6 +136,13 @@ def evaluate(name, methods, n, epochs, seed, passes=6):
     return {"snr": snr, "mixture": mixture, "n": n, "rows": rows}
 
 
+def _read_results(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000)
@@ -152,15 +159,12 @@ def main():
     args = parser.parse_args()
     import torch
     torch.set_num_threads(1)
-    results = {}
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            results = json.load(f)
     runs = [("timing_%d" % args.timing, "snr0.05", args.timing)] if args.timing else \
         [(name, name, args.n) for name in args.sets]
     for key, name, n in runs:
         entry = evaluate(name, args.methods, n, args.epochs, args.seed, args.passes)
         entry["epochs"] = args.epochs
+        results = _read_results(args.out)  # afresh: runs on other sets may have written
         results.setdefault(key, {"rows": {}})
         results[key].update({k: v for k, v in entry.items() if k != "rows"})
         results[key]["rows"].update(entry["rows"])

@@ -164,5 +164,5 @@ def write_results(result, out_dir, sampling_rate=None, metadata=None):
     ranking.write_scores(result.scores, out_dir, sampling_rate)
     contrastive.save_encoder(result.encoder, out_dir, dict(
         metadata or {}, working_size=int(result.working_size),
-        feature_size=int(result.features.shape[1]),
+        feature_size=int(result.features.shape[1]), refinement_passes=len(result.refinement),
         final_loss=float(result.losses[-1]) if result.losses else None))

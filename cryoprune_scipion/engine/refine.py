@@ -8,8 +8,11 @@ particle and rotated reference gives the correlation at every shift),
 reassigns it to the best match (hard) or weighs it over the classes with
 maximum-likelihood posteriors (soft), and recomputes the averages. Classes
 that end empty or tiny are reseeded by splitting the largest class in two
-along the first principal component of its aligned members (CL2D). The
-passes stop when fewer than `tolerance` of the particles change class.
+along the first principal component of its aligned members (CL2D). Two
+classes whose averages correlate above `duplicate_correlation` after
+alignment hold one view: they are merged and the freed class splits the
+largest class, which likely holds two views. The passes stop when fewer than
+`tolerance` of the particles change class.
 
 The search runs on the working stack Fourier-cropped to `search_size`
 pixels (a low-pass: at low SNR the classes differ at low resolution), batch
@@ -30,6 +33,7 @@ from .windows import fourier_crop
 logger = logging.getLogger(__name__)
 
 MODES = ("hard", "soft")
+SMALLEST_SPLIT = 4  # members a class needs to be split in two
 
 
 @dataclasses.dataclass
@@ -41,6 +45,7 @@ class RefinementSettings:
     search_size: int = 32         # px: the working stack Fourier-cropped for the search
     min_class_fraction: float = 0.2  # a class below this fraction of n / K is reseeded
     tolerance: float = 0.005      # stop when fewer than this fraction changed class
+    duplicate_correlation: float = 0.95  # two averages correlating above this are merged
     batch: int = 64               # particles per search batch
 
     def check(self):
@@ -220,18 +225,23 @@ def refine(working, labels, n_classes, settings, device=None, references=None, s
         references = torch.where(totals[:, None, None] > 0,
                                  sums / totals.clamp(min=1e-12)[:, None, None], references)
         sizes = np.bincount(labels, minlength=n_classes + 1)[1:]
-        reseeded = []
+        reseeded, merged = [], []
         if number < settings.passes:
+            references, labels, merged = _merge_duplicates(
+                working, labels, angles, shifts, references, settings, device, rng)
             references, labels, reseeded = _reseed(working, labels, angles, shifts, references,
                                                    settings, device, rng)
         seconds = time.time() - start
         history.append({"pass": number, "changed": changed, "mean_correlation": mean_correlation,
-                        "seconds": seconds, "reseeded": reseeded, "sizes": sizes.tolist()})
+                        "seconds": seconds, "reseeded": reseeded, "merged": merged,
+                        "sizes": sizes.tolist()})
         logger.info("refinement pass %d/%d: %.1f %% of the particles changed class, mean "
-                    "correlation %.3f, %.1f s%s", number, settings.passes, 100 * changed,
+                    "correlation %.3f, %.1f s%s%s", number, settings.passes, 100 * changed,
                     mean_correlation, seconds,
-                    ", reseeded classes %s" % reseeded if reseeded else "")
-        if changed < settings.tolerance and not reseeded and number > 1:
+                    ", reseeded classes %s" % reseeded if reseeded else "",
+                    "".join(", classes %d and %d hold one view: merged, class %d split into "
+                            "%d" % (kept, freed, split, freed) for kept, freed, split in merged))
+        if changed < settings.tolerance and not (reseeded or merged) and number > 1:
             logger.info("refinement: assignments settled after %d passes", number)
             break
     return Refined(labels, angles % 360, shifts, correlations, references.cpu().numpy(), history)
@@ -255,11 +265,8 @@ def _seed_references(working, labels, n_classes, device):
     return np.stack(references)
 
 
-def _reseed(working, labels, angles, shifts, references, settings, device, rng,
-            sample=1000):
-    """CL2D: each empty or tiny class takes half of the largest class, split
-    along the first principal component of its aligned members."""
-    import torch
+def _reseed(working, labels, angles, shifts, references, settings, device, rng):
+    """CL2D: each empty or tiny class takes half of the largest class."""
     n_classes = len(references)
     limit = settings.min_class_fraction * len(labels) / n_classes
     reseeded = []
@@ -267,29 +274,73 @@ def _reseed(working, labels, angles, shifts, references, settings, device, rng,
         sizes = np.bincount(labels, minlength=n_classes + 1)[1:]
         tiny = int(np.argmin(sizes))
         largest = int(np.argmax(sizes))
-        if sizes[tiny] >= limit or sizes[largest] < 4 or tiny == largest:
+        if sizes[tiny] >= limit or sizes[largest] < SMALLEST_SPLIT or tiny == largest:
             break
-        members = np.flatnonzero(labels == largest + 1)
-        if len(members) > sample:
-            members = np.sort(rng.choice(members, sample, replace=False))
-        images = _read(working, members, device)
-        aligned = alignment.untransform(
-            images, torch.as_tensor(angles[members], dtype=torch.float32, device=device),
-            torch.as_tensor(shifts[members], dtype=torch.float32, device=device))
-        small = fourier_crop(aligned, min(settings.search_size, aligned.shape[-1]))
-        flat = small.flatten(1)
-        flat = flat - flat.mean(0, keepdim=True)
-        _, _, v = torch.linalg.svd(flat, full_matrices=False)
-        side = (flat @ v[0]) > 0
-        if side.all() or not side.any():
-            side = torch.arange(len(members), device=flat.device) % 2 == 0
-        references[largest] = aligned[side].mean(0)
-        references[tiny] = aligned[~side].mean(0)
-        moved = members[~side.cpu().numpy()]
         labels[labels == tiny + 1] = largest + 1
-        labels[moved] = tiny + 1
+        _split(working, labels, angles, shifts, references, largest, tiny, settings, device,
+               rng)
         reseeded.append(tiny + 1)
     return references, labels, reseeded
+
+
+def _split(working, labels, angles, shifts, references, source, target, settings, device,
+           rng, sample=1000):
+    """Split class `source` (0-based) in two along the first principal
+    component of its aligned members (a sample of them for the split
+    direction); one side moves to class `target`. Both references become the
+    averages of their sides."""
+    import torch
+    members = np.flatnonzero(labels == source + 1)
+    if len(members) > sample:
+        members = np.sort(rng.choice(members, sample, replace=False))
+    images = _read(working, members, device)
+    aligned = alignment.untransform(
+        images, torch.as_tensor(angles[members], dtype=torch.float32, device=device),
+        torch.as_tensor(shifts[members], dtype=torch.float32, device=device))
+    small = fourier_crop(aligned, min(settings.search_size, aligned.shape[-1]))
+    flat = small.flatten(1)
+    flat = flat - flat.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(flat, full_matrices=False)
+    side = (flat @ v[0]) > 0
+    if side.all() or not side.any():
+        side = torch.arange(len(members), device=flat.device) % 2 == 0
+    references[source] = aligned[side].mean(0)
+    references[target] = aligned[~side].mean(0)
+    labels[members[~side.cpu().numpy()]] = target + 1
+
+
+def average_similarity(references, settings, device=None):
+    """(K, K) correlation of every pair of class averages at their best
+    in-plane rotation and shift (the search of a pass, at the search size)."""
+    s = min(settings.search_size, references.shape[-1])
+    small = fourier_crop(references, s)
+    search = Search(small, settings.angle_step, settings.max_shift * s, device)
+    similarity = search.correlations(small).flatten(2).max(dim=-1).values.cpu().numpy()
+    return (similarity + similarity.T) / 2
+
+
+def _merge_duplicates(working, labels, angles, shifts, references, settings, device, rng):
+    """Two classes whose averages match after alignment hold one view (the
+    view is split between them, so another class holds two): merge them, and
+    the freed class takes half of the largest class (as CL2D reseeds; the
+    members' mean correlation is no guide: it follows the view's contrast).
+    Returns (references, labels, [(kept, freed, split), ...])."""
+    n_classes = len(references)
+    similarity = np.triu(average_similarity(references, settings, device), 1)
+    merged = []
+    while similarity.max() >= settings.duplicate_correlation:
+        kept, freed = (int(k) for k in np.unravel_index(np.argmax(similarity), similarity.shape))
+        sizes = np.bincount(labels, minlength=n_classes + 1)[1:]
+        sizes[[kept, freed] + [split - 1 for _, _, split in merged]] = 0
+        largest = int(np.argmax(sizes))
+        if sizes[largest] < SMALLEST_SPLIT:
+            break
+        labels[labels == freed + 1] = kept + 1
+        _split(working, labels, angles, shifts, references, largest, freed, settings, device,
+               rng)
+        similarity[[kept, freed, largest]] = similarity[:, [kept, freed, largest]] = 0
+        merged.append((kept + 1, freed + 1, largest + 1))
+    return references, labels, merged
 
 
 def refine_classification(working, stacks, labels, features, settings, device=None, ctf=None):

@@ -136,8 +136,10 @@ class CryoPruneProtContrastive2D(CryoPruneProtocol, ProtClassify2D):
                       help="Passes that align every particle to every class average "
                            "(rotation and shift, in Fourier space), move it to the best "
                            "class and average again; empty or tiny classes are reseeded "
-                           "by splitting the largest. Stops earlier when the classes "
-                           "settle. %d to start; 0: keep the clustering's classes."
+                           "by splitting the largest, and two classes whose averages "
+                           "match after alignment are merged and the largest class split "
+                           "in two. Stops earlier when the classes settle. %d to start; "
+                           "0: keep the clustering's classes."
                            % RefinementSettings.passes)
         form.addParam("refineMode", params.EnumParam, choices=REFINE_MODES,
                       default=REFINE_MODES.index(RefinementSettings.mode),
@@ -267,9 +269,11 @@ class CryoPruneProtContrastive2D(CryoPruneProtocol, ProtClassify2D):
         if classes is None:
             return ["Output classes not ready yet."]
         sizes = sorted((c.getSize() for c in classes.iterItems()), reverse=True)
-        return ["%d particles in %d classes (sizes %s)"
-                % (sum(sizes), len(sizes), ", ".join(map(str, sizes))),
-                self._describePhaseFlip()]
+        summary = ["%d particles in %d classes (sizes %s)"
+                   % (sum(sizes), len(sizes), ", ".join(map(str, sizes))),
+                   self._describeRefinement()]
+        summary += self._describeScores()
+        return summary + [self._describePhaseFlip()]
 
     def _methods(self):
         if not self.hasAttribute(OUTPUT_CLASSES):
@@ -324,6 +328,30 @@ class CryoPruneProtContrastive2D(CryoPruneProtocol, ProtClassify2D):
         self._defineSourceRelation(self.inputParticles, subset)
     def _getParticleStack(self):
         return self._getTmpPath("particles.mrcs")
+
+    def _describeRefinement(self):
+        passes = getattr(self, OUTPUT_ENCODER).getMetadata().get("refinement_passes", 0)
+        if not passes:
+            return "Classes of the contrastive clustering, not refined."
+        return ("Refined by %d of at most %d passes of multi-reference alignment (%s "
+                "assignment)." % (passes, self.refinePasses.get(),
+                                  REFINE_MODES[self.refineMode.get()]))
+
+    def _describeScores(self):
+        """Best and worst class resolution, and the subset of good particles."""
+        scores = self._readClassScores()
+        if not scores:
+            return []
+        best = min(scores, key=lambda k: scores[k]["resolution"])
+        worst = max(scores, key=lambda k: scores[k]["resolution"])
+        lines = ["Class resolution (half-set FRC 0.5): best %.1f A (class %d), worst %.1f A "
+                 "(class %d)." % (scores[best]["resolution"], best, scores[worst]["resolution"],
+                                  worst)]
+        subset = getattr(self, OUTPUT_SUBSET, None)
+        if subset is not None:
+            lines.append("%d particles in the classes at or better than %.1f A (%s)."
+                         % (subset.getSize(), self.subsetResolution.get(), OUTPUT_SUBSET))
+        return lines
 
     def _describePhaseFlip(self):
         if self._usesCtf():
