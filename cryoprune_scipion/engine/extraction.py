@@ -18,14 +18,16 @@ import numpy as np
 from .contrastive import CtfParameters, phase_flip
 from .coordinates import sanitize_coordinates
 from .device import torch_device
-from .io import InputError, micrograph_stem, read_coordinates, read_micrograph, write_stack
-from .windows import downsampled_box, extract_windows, fourier_crop
+from .io import (InputError, micrograph_stem, read_coordinates, read_micrograph, read_stack,
+                 write_stack)
+from .windows import downsample_windows, downsampled_box, extract_windows, fourier_crop
 
 logger = logging.getLogger(__name__)
 
 # Background: the pixels outside this fraction of the half box, RELION's
 # default background circle; the particle should fit inside it.
 BACKGROUND_RADIUS = 0.75
+PARTICLES_CSV = "particles.csv"
 PARTICLE_FIELDS = ["micrograph", "index", "x", "y"]
 CTF_FIELDS = ["micrograph", "defocus_u", "defocus_v", "defocus_angle"]
 
@@ -162,3 +164,42 @@ def particle_fields(particles):
     for row in particles:
         fields.update(dict.fromkeys(row))
     return list(fields)
+
+
+def read_windows(path, downsample=1.0):
+    """Windows (n, size, size) from a stack, or from a folder that `extract`
+    wrote (its particles.csv names a stack <micrograph>.mrcs in the folder
+    and the 0-based index in it for each particle, in the order returned);
+    Fourier-cropped by `downsample`."""
+    if os.path.isdir(path):
+        windows = _read_particle_table(path)
+    else:
+        windows = read_stack(path)
+    if downsample == 1 or not len(windows):
+        return windows
+    if downsample < 1:
+        raise InputError("--downsample %g: give a factor of 1 or more (1: keep the "
+                         "pixel size)" % downsample)
+    return downsample_windows(windows, downsampled_box(windows.shape[-1], downsample))
+
+
+def _read_particle_table(folder):
+    table = os.path.join(folder, PARTICLES_CSV)
+    if not os.path.isfile(table):
+        raise InputError("%s: no %s; give a stack or a folder written by `cryoprune "
+                         "extract`" % (folder, PARTICLES_CSV))
+    with open(table, newline="", encoding="utf-8-sig") as f:
+        rows = [(row["micrograph"], int(row["index"])) for row in csv.DictReader(f)]
+    stacks = {stem: read_stack(os.path.join(folder, stem + ".mrcs"))
+              for stem in dict.fromkeys(stem for stem, _ in rows)}
+    boxes = {stack.shape[1:] for stack in stacks.values()}
+    if len(boxes) > 1:
+        raise InputError("%s: stacks of different box sizes %s; all particles must have "
+                         "one box size" % (folder, sorted(boxes)))
+    for stem, index in rows:
+        if index >= len(stacks[stem]):
+            raise InputError("%s: particle %d of %s, which holds %d; extract again"
+                             % (table, index, stem, len(stacks[stem])))
+    if not rows:
+        return np.zeros((0, 2, 2), dtype=np.float32)
+    return np.stack([stacks[stem][index] for stem, index in rows]).astype(np.float32)
