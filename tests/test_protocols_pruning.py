@@ -66,7 +66,8 @@ class TestPickerOptimizer(BaseTest):
             cls.centres[name] = {
                 "particle": [(p["x"], p["y"]) for p in micrograph.particles],
                 "ice": [(j["x"], j["y"]) for j in micrograph.junk],
-                "background": background(micrograph, 8, rng)}
+                "background": background(micrograph, 8, rng),
+                "edge": [(3.0, SHAPE[0] / 2)]}  # a pick whose box crosses the edge
         prot = cls.newProtocol(ProtImportMicrographs, filesPath=folder,
                                filesPattern="sim_*.mrc", samplingRate=PIXEL_SIZE,
                                voltage=300, sphericalAberration=2.7, amplitudeContrast=0.1)
@@ -109,7 +110,7 @@ class TestPickerOptimizer(BaseTest):
         self.assertTrue(os.path.isfile(training._getExtraPath("validation.json")))
         self.assertTrue(any("F1" in line for line in training.summary()))
 
-        picks, truth = self.importCoordinates(TEST, ["particle", "ice", "background"],
+        picks, truth = self.importCoordinates(TEST, ["particle", "ice", "background", "edge"],
                                               "picks", pickerAttributes)
         inputSet = picks.outputCoordinates
         picker = {c.getObjId(): (getattr(c, SCORE_ATTR).get(), getattr(c, CLASS_ATTR).get())
@@ -144,6 +145,7 @@ class TestPickerOptimizer(BaseTest):
                                   getattr(coord, CLASS_ATTR).get()),
                                  picker[coord.getObjId()])
         self.assertAttributesSurviveUnion(prune, picker)
+        self.assertEqual(sum(crossesEdge(c) for c in discarded), len(TEST))
         self.assertWindowsCutByJobs(training)
         self.assertWindowsCutByJobs(prune)
         summary = " ".join(prune.summary())
