@@ -10,7 +10,7 @@ GPU memory and the mean GPU utilisation; and the machine. Stages:
 - extract: `cryoprune extract` of the simulated centres (the picker of a
   benchmark is trained for a few epochs only, so its picks vary in number;
   the simulated centres give every size the same particles per micrograph);
-- prune: `cryoprune prune` of all windows in one stack (the base pruner
+- prune: `cryoprune prune` of the extract folder's windows (the base pruner
   from `cryoprune base-pruner`);
 - classify: `cryoprune classify2d` of the extracted stacks.
 
@@ -160,16 +160,6 @@ def setup_models(work, micrographs, truth, preset, log_dir):
     return picker, pruner
 
 
-def concatenate(stacks, path):
-    from cryoprune_scipion.engine.io import read_stack
-    from cryoprune_scipion.engine.windows import StackWriter
-    data = [read_stack(s) for s in stacks]
-    writer = StackWriter(path, sum(len(d) for d in data), data[0].shape[-1])
-    for d in data:
-        writer.write(np.asarray(d))
-    writer.close()
-
-
 def session(work, micrographs, truth, picker, pruner, preset):
     """Run the four stages on `micrographs`; returns {stage: figures}."""
     run = os.path.join(work, "session_%d" % len(micrographs))
@@ -192,10 +182,8 @@ def session(work, micrographs, truth, picker, pruner, preset):
     with open(os.path.join(particles, "particles.csv")) as f:
         count = len(f.readlines()) - 1
     stages["extract"]["items"] = count
-    everything = os.path.join(run, "all.mrcs")
-    concatenate(stacks, everything)
     stages["prune"] = run_stage(cryoprune(
-        "prune", "--model", pruner, "--particles", everything, "--out",
+        "prune", "--model", pruner, "--particles", particles, "--out",
         os.path.join(run, "scores.csv"), "--resample", "--threads", threads,
         "--device", device, "--overwrite"), os.path.join(run, "prune.log"))
     stages["prune"]["items"] = count

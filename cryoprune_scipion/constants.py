@@ -13,6 +13,9 @@ CLASS_ATTR = "_cryopruneClass"
 # the predicted class (`particle` or a junk class)
 PARTICLE_SCORE_ATTR = "_cryopruneParticleScore"
 JUNK_CLASS_ATTR = "_cryopruneJunkClass"
+# ... of a pick whose box crosses the micrograph edge: not extracted, so not
+# scored (particle score 0) and discarded
+EDGE_CLASS = "edge"
 # The (score, class) attributes of each scoring step, by the step's name
 SCORES = {"picker": (SCORE_ATTR, CLASS_ATTR), "pruner": (PARTICLE_SCORE_ATTR, JUNK_CLASS_ATTR)}
 # ... on 2D classes (issue 11): half-set FRC resolution (A) and mean alignment correlation

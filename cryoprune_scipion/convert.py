@@ -206,68 +206,52 @@ def readAlignmentCsv(path):
 
 # ----------------------------------------------------------------- pruning
 
-def writeParticleWindows(particles, path, factor=1.0, batch=1024):
-    """The images of `particles` (a list of Particle), downsampled by
-    `factor`, into one MRC stack in list order, batch by batch. Returns the
-    window size."""
-    from .engine.windows import StackWriter, downsample_windows, downsampled_box
-    locations = [(max(p.getLocation()[0], 1) - 1, p.getLocation()[1]) for p in particles]
-    if not locations:
-        raise InputError("no particles to write to %s" % path)
-    sources = {}
-    for _, fileName in locations:
-        if fileName not in sources:
-            sources[fileName] = _openParticleFile(fileName)
-    boxes = {data.shape[-1] for data in sources.values()}
-    if len(boxes) > 1:
-        raise InputError("particles of different box sizes %s in %s: all particles "
-                         "must have one box size" % (sorted(boxes), ", ".join(sources)))
-    size = downsampled_box(boxes.pop(), factor)
-    writer = StackWriter(path, len(locations), size)
-    for start in range(0, len(locations), batch):
-        chunk = locations[start:start + batch]
-        images = [sources[fileName][index] for index, fileName in chunk]
-        writer.write(downsample_windows(images, size))
-    writer.close()
-    return size
+def writeParticleTable(particles, folder):
+    """The particles (a list of Particle) as a folder `cryoprune train-pruner`
+    and `prune` read like an extract output, without copying an image: each
+    MRC stack they lie in linked as stack_<n>.mrcs, and particles.csv with
+    micrograph (the link's stem), index (0-based) and id per particle, in
+    list order."""
+    os.makedirs(folder, exist_ok=True)
+    stems, rows = {}, []
+    for particle in particles:
+        index, fileName = particle.getLocation()
+        if fileName not in stems:
+            if os.path.splitext(fileName)[1].lower() not in MRC_STACK_SUFFIXES:
+                raise InputError("%s: particles must be in MRC stacks (.mrcs); convert "
+                                 "them first, e.g. with a RELION or Xmipp extraction"
+                                 % fileName)
+            stems[fileName] = "stack_%04d" % len(stems)
+            link = os.path.join(folder, stems[fileName] + ".mrcs")
+            if os.path.lexists(link):
+                os.remove(link)
+            os.symlink(os.path.abspath(fileName), link)
+        rows.append({"micrograph": stems[fileName], "index": max(index, 1) - 1,
+                     "id": particle.getObjId()})
+    write_table(os.path.join(folder, "particles.csv"), ["micrograph", "index", "id"], rows)
 
 
-def writeCoordinateWindows(coords, micrographs, path, boxSize, factor=1.0):
-    """Windows of `boxSize` micrograph pixels around `coords` (a list of
-    Coordinate), cut from their micrographs (a SetOfMicrographs), downsampled
-    by `factor`, into one MRC stack in list order. Windows crossing the
-    micrograph edge are padded with the micrograph mean. Returns the window
-    size and the number of windows that cross the edge."""
-    from collections import OrderedDict
-    import numpy as np
-    from .engine.io import read_micrograph
-    from .engine.windows import (StackWriter, downsample_windows, downsampled_box,
-                                 extract_windows)
-    if not coords:
-        raise InputError("no coordinates to write to %s" % path)
-    byMic = OrderedDict()
-    for position, coord in enumerate(coords):
-        byMic.setdefault(coord.getMicId(), []).append(position)
-    size = downsampled_box(boxSize, factor)
-    windows, crossing = {}, 0
-    for micId, positions in byMic.items():
+def writeCoordinateExtraction(coords, micrographs, folder):
+    """The input of a `cryoprune extract` job for `coords` (a list of
+    Coordinate): their micrographs (of the SetOfMicrographs `micrographs`)
+    linked into folder/micrographs and one coordinate table per micrograph
+    in folder/coordinates. Returns the micrograph links."""
+    byMic = defaultdict(list)
+    for coord in coords:
+        byMic[coord.getMicId()].append(coord)
+    mics = []
+    for micId, micCoords in byMic.items():
         mic = micrographs[micId]
         if mic is None:
             raise InputError("coordinate %d lies on micrograph %d, which is not in the "
-                             "micrographs of the coordinates" % (coords[positions[0]].getObjId(),
-                                                                 micId))
-        image = read_micrograph(mic.getFileName())
-        xy = [(coords[p].getX(), coords[p].getY()) for p in positions]
-        cut, inside = extract_windows(image, xy, boxSize)
-        crossing += int((~inside).sum())
-        for p, window in zip(positions, downsample_windows(cut, size)):
-            windows[p] = window
-    writer = StackWriter(path, len(coords), size)
-    for start in range(0, len(coords), 1024):
-        writer.write(np.stack([windows.pop(p) for p in
-                               range(start, min(start + 1024, len(coords)))]))
-    writer.close()
-    return size, crossing
+                             "micrographs of the coordinates"
+                             % (micCoords[0].getObjId(), micId))
+        mics.append(mic.clone())
+    coordsDir = os.path.join(folder, "coordinates")
+    os.makedirs(coordsDir, exist_ok=True)
+    for micId, micCoords in byMic.items():
+        writeExtractionCoordinates(micCoords, 1.0, coordinatesPath(coordsDir, micId))
+    return linkMicrographs(mics, os.path.join(folder, "micrographs"))
 
 
 def readPruningScores(path):
@@ -310,6 +294,14 @@ def writeMicrographCtfCsv(mics, path):
                      "defocus_u": ctf.getDefocusU(), "defocus_v": ctf.getDefocusV(),
                      "defocus_angle": ctf.getDefocusAngle()})
     write_table(path, ["micrograph", "defocus_u", "defocus_v", "defocus_angle"], rows)
+
+
+def readParticleIds(folder):
+    """The id column of the particles.csv in `folder`, in row order: the
+    item each window of an extract folder belongs to."""
+    import csv
+    with open(os.path.join(folder, "particles.csv"), newline="") as f:
+        return [int(row["id"]) for row in csv.DictReader(f)]
 
 
 def readExtractedParticles(folder):

@@ -94,6 +94,28 @@ def test_downsample_and_invert(tmp_path):
     assert np.unravel_index(stack[0].argmin(), stack[0].shape) == (BOX // 4, BOX // 4)
 
 
+def test_extract_folder_read_in_table_order_and_downsampled(tmp_path):
+    """train-pruner and prune read an extract folder in the order of its
+    particles.csv, Fourier-cropped like `extract --downsample`."""
+    from cryoprune_scipion.engine.extraction import read_windows
+    paths = write_session(tmp_path, [CENTRES, CENTRES[:1]])
+    assert extract(paths, tmp_path, tmp_path / "full") == 0
+    assert extract(paths, tmp_path, tmp_path / "half", "--downsample", 2) == 0
+    windows = read_windows(str(tmp_path / "full"))[:]
+    mic0, _ = read_mrcs(tmp_path / "full" / "mic0.mrcs")
+    mic1, _ = read_mrcs(tmp_path / "full" / "mic1.mrcs")
+    np.testing.assert_array_equal(windows, np.concatenate([mic0, mic1]))
+    half = read_windows(str(tmp_path / "full"), downsample=2)
+    assert half.shape == (3, BOX // 2, BOX // 2)
+    np.testing.assert_array_equal(half[1], half[:][1])  # read lazily, batch or window
+    half = half[:]
+    # Crop then normalise on the ring (extract) or the reverse: one affine map apart.
+    expected = read_windows(str(tmp_path / "half"))[:]
+    for got, want in zip(half, expected):
+        slope, offset = np.polyfit(got.ravel(), want.ravel(), 1)
+        np.testing.assert_allclose(slope * got + offset, want, atol=1e-4)
+
+
 def test_phase_flip_restores_the_particle(tmp_path):
     defocus = 1.2  # um
     paths = write_session(tmp_path, [CENTRES[:1]], noise=0,

@@ -59,20 +59,24 @@ class TestChainTemplate(BaseTest):
                           "ProtImportCoordinates", "ProtImportCoordinates",
                           "CryoPruneProtYoloTraining", "CryoPruneProtYoloPicking",
                           "ProtUnionSet", "CryoPruneProtPickerOptimizerTraining",
-                          "CryoPruneProtPickerOptimizer", "CryoPruneProtContrastive2D"])
+                          "CryoPruneProtPickerOptimizer", "CryoPruneProtExtractParticles",
+                          "CryoPruneProtContrastive2D"])
         (mics, top, side, junk, training, picking, union, prunerTraining, pruning,
-         classes) = [byId[i] for i in range(2, 12)]
+         extraction, classes) = [byId[i] for i in range(2, 13)]
         self.assertIs(picking.inputModel.getObjValue(), training)
         self.assertEqual([p.getObjValue() for p in union.inputSets], [top, side])
         self.assertIs(prunerTraining.inputGood.getObjValue(), union)
         self.assertEqual([p.getObjValue() for p in prunerTraining.inputBad], [junk])
         self.assertIs(pruning.inputSet.getObjValue(), picking)
         self.assertIs(pruning.inputModel.getObjValue(), prunerTraining)
-        # Box size and downsampling left to the pruner model; particles extracted.
+        # Box size and downsampling left to the pruner model.
         self.assertIsNone(pruning.boxSize.get())
         self.assertIsNone(pruning.downFactor.get())
-        self.assertTrue(pruning.extractParticles.get())
         self.assertEqual(pruning.gpuList.get(), "1")
-        self.assertIs(classes.inputParticles.getObjValue(), pruning)
+        # The kept coordinates extracted at their box size, then classified.
+        self.assertIs(extraction.inputCoordinates.getObjValue(), pruning)
+        self.assertEqual(extraction.inputCoordinates.getExtended(), "outputCoordinates")
+        self.assertIsNone(extraction.boxSize.get())
+        self.assertIs(classes.inputParticles.getObjValue(), extraction)
         self.assertEqual(classes.inputParticles.getExtended(), "outputParticles")
         self.assertEqual(classes.numberOfClasses.get(), 6)

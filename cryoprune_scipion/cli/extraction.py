@@ -11,13 +11,11 @@ import logging
 import os
 
 from ..engine.device import add_device_argument
-from ..engine.extraction import ExtractionSettings, Microscope
+from ..engine.extraction import PARTICLES_CSV, ExtractionSettings, Microscope
 from ..engine.io import InputError
 from .arguments import non_negative_float, positive_float, positive_int
 from .outputs import RunOutputs, add_output_arguments
 from .picking import add_worker_arguments, per_micrograph_results
-
-PARTICLES_CSV = "particles.csv"
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ import os
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from ..engine.base_pruner import BaseRecipe, default_training
 from ..engine.device import add_device_argument
-from ..engine.io import InputError, read_model_metadata, read_stack, replacing
+from ..engine.extraction import read_windows
+from ..engine.io import InputError, read_model_metadata, replacing
 from ..engine.pruning import TrainSettings
 from .arguments import (at_least, fraction, non_negative_float, non_negative_int,
                         positive_float, positive_int)
@@ -24,11 +25,14 @@ logger = logging.getLogger(__name__)
 def add_commands(commands):
     train = commands.add_parser(
         "train-pruner", help="train a particle/junk classifier on example stacks")
-    train.add_argument("--good", required=True, metavar="STACK.mrcs",
-                       help="windows of true particles")
-    train.add_argument("--bad", required=True, action="append", metavar="STACK.mrcs",
-                       help="windows of one junk class, named by the file stem "
-                            "(repeat for several classes)")
+    train.add_argument("--good", required=True, metavar="STACK.mrcs|DIR",
+                       help="windows of true particles: a stack, or a folder written by "
+                            "`cryoprune extract`")
+    train.add_argument("--bad", required=True, action="append", metavar="STACK.mrcs|DIR",
+                       help="windows of one junk class, a stack or an extract folder, "
+                            "named by the file stem or folder name (repeat for several "
+                            "classes)")
+    add_downsample_argument(train)
     train.add_argument("--out", required=True, metavar="DIR",
                        help="writes DIR/model.pt and DIR/model.json")
     train.add_argument("--epochs", type=positive_int, default=TrainSettings.epochs)
@@ -57,9 +61,12 @@ def add_commands(commands):
     prune = commands.add_parser(
         "prune", help="score every window of a stack as particle or junk")
     prune.add_argument("--model", required=True, metavar="DIR/model.pt")
-    prune.add_argument("--particles", required=True, metavar="STACK.mrcs")
+    prune.add_argument("--particles", required=True, metavar="STACK.mrcs|DIR",
+                       help="a stack, or a folder written by `cryoprune extract`")
     prune.add_argument("--out", required=True, metavar="FILE.csv",
-                       help="index,score,label per window (0-based index)")
+                       help="index,score,label per window (0-based index in the stack, "
+                            "or row of the folder's particles.csv)")
+    add_downsample_argument(prune)
     prune.add_argument("--batch", type=positive_int, default=256)
     prune.add_argument("--resample", action="store_true",
                        help="accept windows of another box size than the model's "
@@ -87,10 +94,17 @@ def add_commands(commands):
     base.set_defaults(run=run_base)
 
 
+def add_downsample_argument(parser):
+    parser.add_argument("--downsample", type=positive_float, default=1.0, metavar="F",
+                        help="Fourier-crop the windows by this factor as they are read "
+                             "(1: keep); `extract --downsample` does it at extraction")
+
+
 def junk_class_names(paths):
-    """Each --bad stack names its junk class by its file stem."""
+    """Each --bad stack names its junk class by its file stem, each extract
+    folder by its name."""
     from ..engine.pruning import PARTICLE
-    names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    names = [os.path.splitext(os.path.basename(os.path.normpath(p)))[0] for p in paths]
     if PARTICLE in names or len(set(names)) != len(names):
         raise InputError("--bad stacks must have distinct stems other than %r (the "
                          "stem names the junk class); found %s" % (PARTICLE, names))
@@ -111,7 +125,8 @@ def run_train(args):
     torch.set_num_threads(args.threads)
     device = torch_device(args.gpu_ids)
     classes = [pruning.PARTICLE] + junk_class_names(args.bad)
-    dataset = pruning.Dataset(classes, [read_stack(p) for p in [args.good] + args.bad])
+    dataset = pruning.Dataset(classes, [read_windows(p, args.downsample)
+                                        for p in [args.good] + args.bad])
     settings = pruning.TrainSettings(
         backbone=args.backbone, input_size=args.input_size, epochs=args.epochs,
         learning_rate=args.lr, batch=args.batch, val_fraction=args.val_fraction,
@@ -141,7 +156,7 @@ def run_prune(args):
     device = torch_device(args.gpu_ids)
     read_model_metadata(args.model, "pruner")
     network, metadata = pruning.load(args.model, device)
-    stack = read_stack(args.particles)
+    stack = read_windows(args.particles, args.downsample)
     if len(stack) == 0:
         raise InputError("%s: the stack is empty; nothing to prune" % args.particles)
     pruning.check_box_size(metadata, stack.shape[-1], args.resample, args.particles)

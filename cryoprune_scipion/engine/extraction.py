@@ -18,14 +18,16 @@ import numpy as np
 from .contrastive import CtfParameters, phase_flip
 from .coordinates import sanitize_coordinates
 from .device import torch_device
-from .io import InputError, micrograph_stem, read_coordinates, read_micrograph, write_stack
-from .windows import downsampled_box, extract_windows, fourier_crop
+from .io import (InputError, micrograph_stem, read_coordinates, read_micrograph, read_stack,
+                 write_stack)
+from .windows import downsample_windows, downsampled_box, extract_windows, fourier_crop
 
 logger = logging.getLogger(__name__)
 
 # Background: the pixels outside this fraction of the half box, RELION's
 # default background circle; the particle should fit inside it.
 BACKGROUND_RADIUS = 0.75
+PARTICLES_CSV = "particles.csv"
 PARTICLE_FIELDS = ["micrograph", "index", "x", "y"]
 CTF_FIELDS = ["micrograph", "defocus_u", "defocus_v", "defocus_angle"]
 
@@ -162,3 +164,65 @@ def particle_fields(particles):
     for row in particles:
         fields.update(dict.fromkeys(row))
     return list(fields)
+
+
+def read_windows(path, downsample=1.0):
+    """The windows of a stack, or of a folder that `extract` wrote (its
+    particles.csv names a stack <micrograph>.mrcs in the folder and the
+    0-based index in it for each particle, in the order returned),
+    Fourier-cropped by `downsample`: a `WindowStack`, read as indexed."""
+    if downsample < 1:
+        raise InputError("--downsample %g: give a factor of 1 or more (1: keep the "
+                         "pixel size)" % downsample)
+    if os.path.isdir(path):
+        stacks, rows = _read_particle_table(path)
+    else:
+        stack = read_stack(path)
+        stacks, rows = {path: stack}, [(path, index) for index in range(len(stack))]
+    shapes = {stack.shape[1:] for stack in stacks.values()}
+    if len(shapes) > 1 or any(rows != columns for rows, columns in shapes):
+        raise InputError("%s: windows of %s px; all windows must be square and of one "
+                         "box size" % (path, sorted(shapes)))
+    box = shapes.pop()[-1] if shapes else 2
+    return WindowStack(stacks, rows, box if downsample == 1 else
+                       downsampled_box(box, downsample))
+
+
+class WindowStack:
+    """(n, size, size) float32 windows, each a (stack, index) row of
+    memory-mapped stacks, read and Fourier-cropped only when indexed, so a
+    batch at a time sits in memory."""
+    ndim = 3
+
+    def __init__(self, stacks, rows, size):
+        self.stacks, self.rows = stacks, rows
+        self.shape = (len(rows), size, size)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        indices = np.arange(len(self.rows))[key]
+        if np.ndim(indices) == 0:
+            return self[[int(indices)]][0]
+        windows = np.stack([self.stacks[stack][index] for stack, index in
+                            (self.rows[i] for i in indices)]) if len(indices) else \
+            np.zeros((0, self.shape[1], self.shape[1]), dtype=np.float32)
+        return downsample_windows(windows, self.shape[-1])
+
+
+def _read_particle_table(folder):
+    """{stem: stack} and the (stem, index) rows of an extract folder."""
+    table = os.path.join(folder, PARTICLES_CSV)
+    if not os.path.isfile(table):
+        raise InputError("%s: no %s; give a stack or a folder written by `cryoprune "
+                         "extract`" % (folder, PARTICLES_CSV))
+    with open(table, newline="", encoding="utf-8-sig") as f:
+        rows = [(row["micrograph"], int(row["index"])) for row in csv.DictReader(f)]
+    stacks = {stem: read_stack(os.path.join(folder, stem + ".mrcs"))
+              for stem in dict.fromkeys(stem for stem, _ in rows)}
+    for stem, index in rows:
+        if index >= len(stacks[stem]):
+            raise InputError("%s: particle %d of %s, which holds %d; extract again"
+                             % (table, index, stem, len(stacks[stem])))
+    return stacks, rows

@@ -1,6 +1,4 @@
 """Square windows cut from a micrograph around particle coordinates."""
-import os
-
 import numpy as np
 
 from .io import InputError
@@ -93,27 +91,3 @@ def downsampled_box(box, factor):
     kept even."""
     return max(2, int(round(box / factor / 2.0)) * 2)
 
-
-class StackWriter:
-    """Write an MRC stack of known size batch by batch, so that millions of
-    windows never sit in memory; the stack appears under its name only once
-    complete (call `close`)."""
-
-    def __init__(self, path, n, box):
-        import mrcfile
-        self.path, self.n, self.written = path, n, 0
-        self._mrc = mrcfile.new_mmap(path + ".partial", shape=(n, box, box),
-                                     mrc_mode=2, overwrite=True)
-
-    def write(self, windows):
-        self._mrc.data[self.written:self.written + len(windows)] = windows
-        self.written += len(windows)
-
-    def close(self):
-        if self.written != self.n:
-            raise ValueError("%s: %d of %d windows written" % (self.path, self.written,
-                                                               self.n))
-        self._mrc.header.ispg = 0
-        self._mrc.update_header_stats()
-        self._mrc.close()
-        os.replace(self.path + ".partial", self.path)

@@ -11,7 +11,7 @@ from pwem.protocols import EMProtocol
 
 from .. import Plugin
 from ..constants import BASE_PRUNER_DIR, MODEL_WEIGHTS
-from ..convert import writeCoordinateWindows, writeParticleWindows
+from ..convert import readParticleIds, writeCoordinateExtraction, writeParticleTable
 from ..engine.pruning import MIN_CLASS_EXAMPLES, PARTICLE, TrainSettings
 from ..objects import CryoPrunePrunerModel
 from .base import CryoPruneProtocol, reference
@@ -21,7 +21,6 @@ OUTPUT_MODEL = "outputModel"
 BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
              "mobilenet_v3_large", "efficientnet_b0", "densenet121"]
 INIT_SCRATCH, INIT_IMAGENET, INIT_MODEL, INIT_AUTOMATIC = 0, 1, 2, 3
-GOOD_STACK = PARTICLE + ".mrcs"  # beside the junk stacks, each named by its class
 VALIDATION_FILE = "validation.json"
 
 
@@ -43,12 +42,22 @@ def canMake(path):
     return os.access(path, os.W_OK | os.X_OK)
 
 
-def itemWindows(inputSet, items, path, boxSize, factor):
-    """Write the windows of `items` of a SetOfParticles or SetOfCoordinates to
-    a stack; returns (window size, windows crossing the micrograph edge)."""
-    if isinstance(inputSet, SetOfCoordinates):
-        return writeCoordinateWindows(items, inputSet.getMicrographs(), path, boxSize, factor)
-    return writeParticleWindows(items, path, factor), 0
+def writeWindowInput(protocol, inputSet, items, windowsDir, inputDir, boxSize):
+    """The windows of `items` of a SetOfParticles or SetOfCoordinates as a
+    folder that train-pruner and prune read: particles by links to their own
+    stacks; coordinates by a `cryoprune extract` job (the micrographs and
+    coordinate tables written to `inputDir`). Both are downsampled by the
+    job that reads them, so particles and coordinates go through the same
+    Fourier crop. Returns the ids of the items in window order; a
+    coordinate whose box crosses the micrograph edge has no window."""
+    if not isinstance(inputSet, SetOfCoordinates):
+        writeParticleTable(items, windowsDir)
+        return readParticleIds(windowsDir)
+    micrographs = writeCoordinateExtraction(items, inputSet.getMicrographs(), inputDir)
+    protocol.runCryoprune("extract", "--micrographs %s --coords %s --box %d --out %s"
+                          % (" ".join(micrographs), os.path.join(inputDir, "coordinates"),
+                             boxSize, windowsDir))
+    return readParticleIds(windowsDir)
 
 
 def windowBox(inputSet, boxSize):
@@ -179,27 +188,27 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        for name in self._getClassNames():
+            self._insertFunctionStep(self.windowsStep, name)
         if self.initialWeights == INIT_AUTOMATIC:
             self._insertFunctionStep(self.basePrunerStep)
         self._insertFunctionStep(self.trainStep)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     # --------------------------- STEPS functions -----------------------------
-    def convertInputStep(self):
-        """The windows of each input set as one stack, the bad sets named by
-        their junk class."""
-        pwutils.makePath(self._getWindowsDir())
-        stacks = [(self.inputGood.get(), GOOD_STACK)]
-        stacks += [(pointer.get(), name + ".mrcs")
-                   for pointer, name in zip(self.inputBad, self._getJunkNames())]
-        for inputSet, name in stacks:
-            items = [item.clone() for item in inputSet.iterItems(orderBy="id")]
-            size, crossing = itemWindows(inputSet, items, self._getWindowsDir(name),
-                                         windowBox(inputSet, self.boxSize.get()),
-                                         self.downFactor.get())
-            self.info("%s: %d windows of %d px (%d crossing the micrograph edge)"
-                      % (name, len(items), size, crossing))
+    def windowsStep(self, name):
+        """The windows of one class (the good examples, or a junk class) in
+        a folder named after it; cut by a `cryoprune extract` job for
+        coordinates."""
+        inputSet = dict(zip(self._getClassNames(), self._getInputSets()))[name]
+        windowsDir = self._getWindowsDir(name)
+        pwutils.cleanPath(windowsDir)
+        items = [item.clone() for item in inputSet.iterItems(orderBy="id")]
+        ids = writeWindowInput(self, inputSet, items, windowsDir,
+                               self._getExtraPath("input", name),
+                               windowBox(inputSet, self.boxSize.get()))
+        self.info("%s: %d windows of %d items (boxes crossing the micrograph edge left "
+                  "out)" % (name, len(ids), len(items)))
 
     def basePrunerStep(self):
         """Make the base pruner of the backbone when automatic initial
@@ -216,10 +225,9 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
     def trainStep(self):
         """Continue resumes the training that a failed or stopped run saved
         in the model folder."""
-        args = ["--good %s" % self._getWindowsDir(GOOD_STACK)]
-        args += ["--bad %s" % self._getWindowsDir(name + ".mrcs")
-                 for name in self._getJunkNames()]
-        args += ["--out %s" % self._getModelDir(), "--resume", "--epochs %d" % self.epochs,
+        args = ["--good %s" % self._getWindowsDir(PARTICLE)]
+        args += ["--bad %s" % self._getWindowsDir(name) for name in self._getJunkNames()]
+        args += ["--downsample %s" % self.downFactor, "--out %s" % self._getModelDir(), "--resume", "--epochs %d" % self.epochs,
                  "--backbone %s" % self._getBackbone(), "--input-size %d" % self.inputSize,
                  "--few-shot %d" % self.fewShot, "--lr %s" % self.learningRate,
                  "--batch %d" % self.batchSize, "--val-fraction %s" % self.valFraction,
@@ -331,6 +339,12 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
         return ["Li2022PickerOptimizer"]
 
     # --------------------------- UTILS functions -----------------------------
+    def _getClassNames(self):
+        return [PARTICLE] + self._getJunkNames()
+
+    def _getInputSets(self):
+        return [self.inputGood.get()] + [pointer.get() for pointer in self.inputBad]
+
     def _getJunkNames(self):
         names = [n.strip() for n in self.junkNames.get("").split(",") if n.strip()]
         return names or namesFromInputs(self.inputBad, "junk", reserved=[PARTICLE])

@@ -7,17 +7,15 @@ import pyworkflow.protocol.params as params
 import pyworkflow.utils as pwutils
 from pyworkflow import BETA
 from pyworkflow.object import Set
-from pwem.objects import Particle, SetOfCoordinates, SetOfParticles
+from pwem.objects import SetOfCoordinates, SetOfParticles
 from pwem.protocols import EMProtocol
 
-from ..constants import CLASS_ATTR, JUNK_CLASS_ATTR, PARTICLE_SCORE_ATTR, SCORE_ATTR
-from ..convert import readPruningScores, setPruningAttributes, writeCoordinateWindows
+from ..constants import EDGE_CLASS, JUNK_CLASS_ATTR
+from ..convert import readPruningScores, setPruningAttributes
 from .base import CryoPruneProtocol, reference
-from .protocol_pruner_training import itemWindows, windowBox
+from .protocol_pruner_training import windowBox, writeWindowInput
 
 DISCARDED = "_discarded"
-EXTRACTED = "outputParticles"  # of kept coordinates, when asked to extract them
-PICK_ATTRIBUTES = [SCORE_ATTR, CLASS_ATTR, PARTICLE_SCORE_ATTR, JUNK_CLASS_ATTR]
 
 
 class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
@@ -28,9 +26,13 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
     predicted class (`_cryopruneJunkClass`: particle or a junk class) and
     keeps the picker's confidence and view class (`_cryopruneScore`,
     `_cryopruneClass`); items scoring at least the threshold go to
-    the kept set, the others to the `..._discarded` set. The input is
-    processed chunk by chunk, so any number of particles and streamed input
-    work."""
+    the kept set, the others to the `..._discarded` set. Windows are cut
+    from the micrographs by a `cryoprune extract` job; a coordinate whose
+    box crosses the micrograph edge cannot be a whole particle: it is
+    discarded with score 0 and class `edge`. The input is processed chunk
+    by chunk, so any number of particles and streamed input work. To cut
+    particles from the kept coordinates, follow with the extract particles
+    protocol."""
     _label = "picker optimizer pruning"
     _devStatus = BETA
     _possibleOutputs = {"outputCoordinates": SetOfCoordinates,
@@ -69,15 +71,6 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
                            "least this; 0.5 to start, higher for a cleaner set. Every "
                            "item keeps its score, so a stricter cut can be made later "
                            "with a subset.")
-        form.addParam("extractParticles", params.BooleanParam, default=False,
-                      label="Extract the kept particles?",
-                      help="For coordinates: also cut the kept windows at the box "
-                           "size, not downsampled, into particle stacks "
-                           "(outputParticles, with the micrographs' sampling and no "
-                           "CTF), ready for 2D classification without another "
-                           "plugin. No (the start): extract with your usual protocol "
-                           "(Xmipp, RELION), which also handles CTF and phase "
-                           "flipping.")
         form.addParam("chunkSize", params.IntParam, default=20000,
                       validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       label="Items per chunk",
@@ -116,79 +109,38 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
             time.sleep(self.streamingSleep.get())
 
     def _pruneChunk(self, inputSet, items):
-        chunkDir = self._getTmpPath("chunk")
-        pwutils.cleanPath(chunkDir)
-        pwutils.makePath(chunkDir)
-        stack = os.path.join(chunkDir, "windows.mrcs")
-        scores = os.path.join(chunkDir, "scores.csv")
-        _, crossing = itemWindows(inputSet, items, stack, self._getWindowBox(inputSet),
-                                  self._getDownFactor())
-        if crossing:
-            self.info("%d windows cross the micrograph edge (padded with the mean)"
-                      % crossing)
-        args = ["--model %s" % os.path.abspath(self.inputModel.get().getFileName()),
-                "--particles %s" % stack, "--out %s" % scores]
-        self.runCryoprune("prune", " ".join(args))
+        """Score one chunk: its windows cut (or its particle stacks linked)
+        into the extra folder, then one `cryoprune prune` job."""
+        windowsDir, scores = self._getExtraPath("windows"), self._getExtraPath("scores.csv")
+        for path in (windowsDir, self._getExtraPath("input"), scores):
+            pwutils.cleanPath(path)
+        ids = writeWindowInput(self, inputSet, items, windowsDir, self._getExtraPath("input"),
+                               self._getWindowBox(inputSet))
+        scored = {}
+        if ids:
+            self.runCryoprune("prune", "--model %s --particles %s --downsample %s --out %s"
+                              % (os.path.abspath(self.inputModel.get().getFileName()),
+                                 windowsDir, self._getDownFactor(), scores))
+            scored = dict(zip(ids, readPruningScores(scores)))
+        if len(scored) < len(items):
+            self.info("%d boxes cross the micrograph edge: discarded as '%s'"
+                      % (len(items) - len(scored), EDGE_CLASS))
         kept, discarded = self._getOutputSets(inputSet)
         threshold = self.threshold.get()
-        keptItems = []
-        for item, (score, label) in zip(items, readPruningScores(scores)):
+        for item in items:
+            score, label = scored.get(item.getObjId(), (0.0, EDGE_CLASS))
             setPruningAttributes(item, score, label)
-            if score >= threshold:
-                kept.append(item)
-                keptItems.append(item)
-            else:
-                discarded.append(item)
-        if self._extracts() and keptItems:
-            self._extractParticles(inputSet, keptItems)
+            isKept = item.getObjId() in scored and score >= threshold  # threshold 0 too
+            (kept if isKept else discarded).append(item)
         for outputSet in (kept, discarded):
             outputSet.write()
             self._store(outputSet)
         self.info("%d items scored (%d kept in all, %d discarded)"
                   % (len(items), kept.getSize(), discarded.getSize()))
 
-    def _extractParticles(self, inputSet, coords):
-        """The windows of the kept `coords` at the box size as one stack of
-        particles, each with its coordinate and the attributes of picker
-        and pruner."""
-        first = coords[0].getObjId()
-        stack = self._getExtraPath("particles", "kept_%08d.mrcs" % first)
-        pwutils.makePath(os.path.dirname(stack))
-        writeCoordinateWindows(coords, inputSet.getMicrographs(), stack,
-                               self._getWindowBox(inputSet))
-        particles = self._getParticlesOutput(inputSet)
-        for index, coord in enumerate(coords, 1):
-            particle = Particle(location=(index, stack))
-            particle.setCoordinate(coord)
-            particle.setMicId(coord.getMicId())
-            particle.setObjId(coord.getObjId())
-            for name in PICK_ATTRIBUTES:
-                if hasattr(coord, name):
-                    setattr(particle, name, getattr(coord, name).clone())
-            particles.append(particle)
-        particles.write()
-        self._store(particles)
-
-    def _getParticlesOutput(self, inputSet):
-        if self.hasAttribute(EXTRACTED):
-            particles = getattr(self, EXTRACTED)
-            particles.enableAppend()
-            return particles
-        mics = inputSet.getMicrographs()
-        particles = self._createSetOfParticles()
-        particles.setSamplingRate(mics.getSamplingRate())
-        particles.setAcquisition(mics.getAcquisition().clone())
-        particles.setStreamState(Set.STREAM_OPEN)
-        self._defineOutputs(**{EXTRACTED: particles})
-        self._defineSourceRelation(self.inputSet, particles)
-        return particles
-
     def closeOutputStep(self):
         inputSet = self._loadInput()
-        outputSets = self._getOutputSets(inputSet)
-        if self._extracts():
-            outputSets.append(self._getParticlesOutput(inputSet))
-        for outputSet in outputSets:
+        for outputSet in self._getOutputSets(inputSet):
             outputSet.setStreamState(Set.STREAM_CLOSED)
             outputSet.write()
             self._store(outputSet)
@@ -236,10 +188,6 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
                                                          [JUNK_CLASS_ATTR])
             summary.append("%s by predicted class: %s" % (outputName, ", ".join(
                 "%s %d" % (row[JUNK_CLASS_ATTR], row["COUNT"]) for row in counts)))
-        if self._extracts() and self.hasAttribute(EXTRACTED):
-            summary.append("%d kept particles extracted in %d px boxes (%s)."
-                           % (getattr(self, EXTRACTED).getSize(),
-                              self._getWindowBox(self.inputSet.get()), EXTRACTED))
         return summary
 
     def _methods(self):
@@ -256,9 +204,6 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
         return ["Li2022PickerOptimizer"]
 
     # --------------------------- UTILS functions -----------------------------
-    def _extracts(self):
-        return self._isCoordinates() and self.extractParticles.get()
-
     def _isCoordinates(self):
         return isinstance(self.inputSet.get(), SetOfCoordinates)
 
