@@ -10,7 +10,7 @@ from pwem.objects import SetOfCoordinates
 from pwem.protocols import EMProtocol
 
 from .. import Plugin
-from ..constants import BASE_PRUNER_DIR, MODEL_WEIGHTS
+from ..constants import BASE_PRUNER_DIR, EDGE_CLASS, MODEL_WEIGHTS
 from ..convert import readParticleIds, writeCoordinateExtraction, writeParticleTable
 from ..engine.pruning import MIN_CLASS_EXAMPLES, PARTICLE, TrainSettings
 from ..objects import CryoPrunePrunerModel
@@ -22,6 +22,9 @@ BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
              "mobilenet_v3_large", "efficientnet_b0", "densenet121"]
 INIT_SCRATCH, INIT_IMAGENET, INIT_MODEL, INIT_AUTOMATIC = 0, 1, 2, 3
 VALIDATION_FILE = "validation.json"
+
+# Labels the pruning gives besides the junk classes: no junk class may take them
+RESERVED_NAMES = (PARTICLE, EDGE_CLASS)
 
 
 def backboneWeights(backbone):
@@ -262,11 +265,11 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
             errors.append("%d junk class names (%s) for %d bad sets: give one name per "
                           "set, in the same order" % (len(names), ",".join(names),
                                                       len(badSets)))
-        bad = [n for n in names if not NAME_PATTERN.match(n) or n == PARTICLE]
+        bad = [n for n in names if not NAME_PATTERN.match(n) or n in RESERVED_NAMES]
         if bad:
             errors.append("Invalid junk class names %s: use letters, digits and "
-                          "underscores, starting with a letter, other than 'particle'"
-                          % ", ".join(bad))
+                          "underscores, starting with a letter, other than %s"
+                          % (", ".join(bad), " and ".join(map(repr, RESERVED_NAMES))))
         if len(set(names)) != len(names):
             errors.append("Junk class names must differ, found %s" % ",".join(names))
         for label, inputSet in [("Good examples", self.inputGood.get())] + \
@@ -347,7 +350,7 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
 
     def _getJunkNames(self):
         names = [n.strip() for n in self.junkNames.get("").split(",") if n.strip()]
-        return names or namesFromInputs(self.inputBad, "junk", reserved=[PARTICLE])
+        return names or namesFromInputs(self.inputBad, "junk", reserved=RESERVED_NAMES)
 
     def _windowSize(self, inputSet):
         from ..engine.windows import downsampled_box
