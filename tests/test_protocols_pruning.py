@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pyworkflow.object as pwobj
 from pyworkflow.tests import BaseTest, setupTestProject
+from pwem.objects import Coordinate
 from pwem.protocols import ProtImportMicrographs, ProtImportParticles, ProtUnionSet
 
 from cryoprune_scipion.constants import (CLASS_ATTR, EDGE_CLASS, JUNK_CLASS_ATTR,
@@ -16,6 +17,7 @@ from cryoprune_scipion.objects import CryoPrunePrunerModel
 from cryoprune_scipion.wizards import CryoPruneBoxSizeWizard
 from cryoprune_scipion.protocols import (CryoPruneProtPickerOptimizer,
                                          CryoPruneProtPickerOptimizerTraining)
+from cryoprune_scipion.protocols.protocol_pruning import repeatScores
 from coordinate_import import import_coordinates
 
 SHAPE = (384, 512)
@@ -48,6 +50,21 @@ def crossesEdge(coord):
     left, top = coord.getX() - BOX_SIZE // 2, coord.getY() - BOX_SIZE // 2
     return (left < 0 or top < 0 or left + BOX_SIZE > SHAPE[1]
             or top + BOX_SIZE > SHAPE[0])
+
+
+def test_a_repeated_pick_is_scored_like_its_twin():
+    """`cryoprune extract` cuts a position once: a second pick within 1 px
+    on the same micrograph (a top and a side box on one particle) takes the
+    first one's score; the same position on another micrograph does not."""
+    coords = []
+    for objId, (micId, x, y) in enumerate([(1, 100, 100), (1, 101, 100), (1, 200, 50),
+                                           (2, 100, 100)], start=1):
+        coord = Coordinate(x=x, y=y)
+        coord.setMicId(micId)
+        coord.setObjId(objId)
+        coords.append(coord)
+    scored = {1: (0.9, "particle"), 3: (0.2, "ice")}
+    assert repeatScores(coords, scored) == {2: (0.9, "particle")}
 
 
 class TestPickerOptimizer(BaseTest):

@@ -3,19 +3,43 @@ works chunk by chunk on large and on streamed input."""
 import os
 import time
 
+import numpy as np
+
 import pyworkflow.protocol.params as params
 import pyworkflow.utils as pwutils
 from pyworkflow import BETA
 from pyworkflow.object import Set
-from pwem.objects import SetOfCoordinates, SetOfParticles
+from pwem.objects import Coordinate, SetOfCoordinates, SetOfParticles
 from pwem.protocols import EMProtocol
 
 from ..constants import EDGE_CLASS, JUNK_CLASS_ATTR
+from ..engine.coordinates import DUPLICATE_RADIUS
 from ..convert import readPruningScores, setPruningAttributes
 from .base import CryoPruneProtocol, reference
 from .protocol_pruner_training import windowBox, writeWindowInput
 
 DISCARDED = "_discarded"
+
+
+def repeatScores(items, scored):
+    """{id: (score, label)} of the unscored coordinates among `items` that
+    repeat a scored one (within DUPLICATE_RADIUS on the same micrograph, as
+    a top and a side box on one particle): `cryoprune extract` cuts each
+    position once, so a repeat is scored like its twin."""
+    byMicrograph = {}
+    for item in items:
+        if item.getObjId() in scored and isinstance(item, Coordinate):
+            byMicrograph.setdefault(item.getMicId(), []).append(item)
+    repeats = {}
+    for item in items:
+        twins = byMicrograph.get(item.getMicId()) if isinstance(item, Coordinate) else None
+        if item.getObjId() in scored or not twins:
+            continue
+        distances = np.hypot([t.getX() - item.getX() for t in twins],
+                             [t.getY() - item.getY() for t in twins])
+        if distances.min() <= DUPLICATE_RADIUS:
+            repeats[item.getObjId()] = scored[twins[int(distances.argmin())].getObjId()]
+    return repeats
 
 
 class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
@@ -122,6 +146,7 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
                               % (os.path.abspath(self.inputModel.get().getFileName()),
                                  windowsDir, self._getDownFactor(), scores))
             scored = dict(zip(ids, readPruningScores(scores)))
+            scored.update(repeatScores(items, scored))
         if len(scored) < len(items):
             self.info("%d boxes cross the micrograph edge: discarded as '%s'"
                       % (len(items) - len(scored), EDGE_CLASS))
