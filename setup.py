@@ -32,6 +32,7 @@ setup(
         "scipy",
         "pywavelets",
         "scikit-image",
+        "matplotlib",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={
