@@ -34,7 +34,7 @@ setup(
         "scikit-image",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "pytest-timeout"]},
     entry_points={
         "pyworkflow.plugin": ["cryoprune_scipion = cryoprune_scipion"],
         "console_scripts": ["cryoprune = cryoprune_scipion.cli:main"],

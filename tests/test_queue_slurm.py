@@ -6,13 +6,17 @@ through the queue must give the particles of a local run, and its job
 script must ask for no GPU when Use GPU is off; the 2D classification of
 its particles through the queue gives the classes of a local run.
 
-Skipped where SLURM cannot run: the script is not there, not root, or the
-cluster does not come up within 90 s."""
+Skipped where SLURM cannot run: the script is not there, not root, the
+cluster does not come up within 90 s, or it does not run a probe job within
+60 s (a node that accepts jobs but never starts them). Every queued run has a
+deadline: Scipion itself waits for a queued job without end."""
 import glob
 import json
 import os
 import re
+import signal
 import subprocess
+import tempfile
 import time
 
 import numpy as np
@@ -29,8 +33,9 @@ from coordinate_import import import_coordinates
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_SLURM = os.path.join(REPOSITORY, "..", "shared", "tools", "local-slurm.sh")
 START_TIMEOUT = 90  # seconds
+PROBE_TIMEOUT = 60  # seconds for a job of one `true` to complete
 QUEUE = "debug"
-PROTOCOL_TIMEOUT = 180  # seconds for a protocol sent to the queue as a whole
+PROTOCOL_TIMEOUT = 300  # seconds for a queued protocol, its waits in the queue included
 
 # The facility's hosts.conf: SLURM, each job of a step submitted on its own.
 # Scipion's templates have no conditionals, so the submit command drops the
@@ -63,14 +68,49 @@ def start_slurm():
         return "%s not found" % os.path.normpath(LOCAL_SLURM)
     if os.geteuid() != 0:
         return "starting SLURM needs root"
-    try:
-        started = subprocess.run(["bash", LOCAL_SLURM], capture_output=True, text=True,
-                                 timeout=START_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return "SLURM did not start within %d s" % START_TIMEOUT
-    if started.returncode != 0 or "idle" not in started.stdout:
-        return "SLURM did not start: %s" % (started.stderr or started.stdout).strip()[-300:]
-    return None
+    # Output to a file, not a pipe: daemons and a hanging apt-get started by the
+    # script would hold a pipe open past the timeout.
+    with tempfile.TemporaryFile("w+") as output:
+        starting = subprocess.Popen(["bash", LOCAL_SLURM], stdout=output,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            starting.wait(timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(starting.pid, signal.SIGKILL)
+            return "SLURM did not start within %d s" % START_TIMEOUT
+        output.seek(0)
+        printed = output.read()
+    if starting.returncode != 0 or "idle" not in printed:
+        return "SLURM did not start: %s" % printed.strip()[-300:]
+    return run_probe_job()
+
+
+def run_probe_job():
+    """None when the cluster runs a trivial job to completion, else why not."""
+    submitted = subprocess.run(["sbatch", "--parsable", "--partition", QUEUE, "--output",
+                                "/dev/null", "--wrap", "true"], capture_output=True, text=True)
+    if submitted.returncode != 0:
+        return "sbatch refused a probe job: %s" % submitted.stderr.strip()[-300:]
+    jobId = submitted.stdout.strip().split(";")[0]
+    for _ in range(PROBE_TIMEOUT):
+        state = job_state(jobId)
+        if state.startswith("COMPLETED"):
+            return None
+        if state.split()[0] in ("FAILED", "CANCELLED", "NODE_FAIL", "TIMEOUT"):
+            break
+        time.sleep(1)
+    subprocess.run(["scancel", jobId], capture_output=True)
+    return "SLURM does not run jobs: a probe job is %s" % state
+
+
+def job_state(jobId):
+    """SLURM's state of a job and, for a waiting one, the reason."""
+    shown = subprocess.run(["scontrol", "show", "job", jobId], capture_output=True,
+                           text=True).stdout
+    state = re.search(r"JobState=(\S+)", shown)
+    reason = re.search(r"Reason=(\S+)", shown)
+    return "%s (%s)" % (state.group(1) if state else "unknown",
+                        reason.group(1) if reason else "no reason given")
 
 
 class TestQueue(BaseTest):
@@ -112,9 +152,27 @@ class TestQueue(BaseTest):
             prot._queueParams.set(json.dumps([QUEUE, {"QUEUE_FOR_JOBS": "Y"}]))
         return prot
 
+    def _launchQueued(self, prot):
+        """Run a queued protocol to its end, or stop it and fail after PROTOCOL_TIMEOUT."""
+        self.proj.launchProtocol(prot, wait=False)
+        for _ in range(PROTOCOL_TIMEOUT):
+            self.proj._updateProtocol(prot)
+            if not prot.isActive():
+                break
+            time.sleep(1)
+        else:
+            self.proj.stopProtocol(prot)
+            queue = subprocess.run(["squeue", "-h", "-o", "%i %j %T %r"], capture_output=True,
+                                   text=True).stdout
+            subprocess.run(["scancel", "--partition", QUEUE], capture_output=True)
+            self.fail("%s did not end within %d s; the queue held: %s"
+                      % (prot.getRunName(), PROTOCOL_TIMEOUT, queue.strip() or "nothing"))
+        self.assertTrue(prot.isFinished(), "the queued protocol ended %s" % prot.getStatus())
+        return prot
+
     def test_extraction_and_classification_through_sbatch_equal_local_runs(self):
         local = self.launchProtocol(self._extraction(queued=False, useGpu=False))
-        queued = self.launchProtocol(self._extraction(queued=True, useGpu=False))
+        queued = self._launchQueued(self._extraction(queued=True, useGpu=False))
 
         scripts = glob.glob(queued._getLogsPath("cryoprune*.job"))
         self.assertEqual(len(scripts), 1)  # the one job of the one extraction step
@@ -151,8 +209,10 @@ class TestQueue(BaseTest):
                                     refinePasses=1, phaseFlip=False, useGpu=False)
             prot.inputParticles.set(local)
             prot.inputParticles.setExtended("outputParticles")
-            self._queue(prot, queued)
-            self.launchProtocol(prot)
+            if queued:
+                self._launchQueued(self._queue(prot, True))
+            else:
+                self.launchProtocol(prot)
             classes.append({p.getObjId(): p.getClassId() for c in prot.outputClasses
                             for p in c})
         self.assertEqual(classes[0], classes[1])
@@ -163,13 +223,7 @@ class TestQueue(BaseTest):
         local = self.launchProtocol(self._extraction(queued=False, useGpu=False))
         prot = self._extraction(queued=True, useGpu=False)
         prot._queueParams.set(json.dumps([QUEUE, {"QUEUE_FOR_JOBS": "N"}]))
-        self.proj.launchProtocol(prot, wait=False)
-        for _ in range(PROTOCOL_TIMEOUT):
-            self.proj._updateProtocol(prot)
-            if not prot.isActive():
-                break
-            time.sleep(1)
-        self.assertTrue(prot.isFinished(), "the queued protocol ended %s" % prot.getStatus())
+        self._launchQueued(prot)
         script, = glob.glob(prot._getLogsPath("cryoprune*.job"))
         with open(script) as f:
             self.assertIn("pw_protocol_run.py", f.read())
