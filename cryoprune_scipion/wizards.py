@@ -1,8 +1,19 @@
 """Wizards of the forms: Scipion finds every Wizard class in this module."""
-from pyworkflow.wizard import Wizard
+import math
 
+from pyworkflow.gui.dialog import askString
+from pyworkflow.wizard import Wizard
+from pwem.objects import SetOfCoordinates
+
+from .constants import SCORES
+from .engine.plots import add_histogram_slider, draw_score_histogram
 from .protocols import (CryoPruneProtPickerOptimizer, CryoPruneProtPickerOptimizerTraining,
-                        CryoPruneProtYoloPicking, CryoPruneProtYoloTraining)
+                        CryoPruneProtScoreSubset, CryoPruneProtYoloPicking,
+                        CryoPruneProtYoloTraining)
+from .protocols.protocol_score_subset import SCORE_LABELS
+from .viewers.viewer_picks import readPicks
+
+BOX_PER_DIAMETER = 1.5  # a box of 1.5 particle diameters keeps some background around it
 
 
 def _firstBox(pointers):
@@ -16,9 +27,23 @@ def _modelBox(protocol):
     return model.getBoxSize() if model is not None else None
 
 
+def boxFromDiameter(diameter, samplingRate):
+    """The even box size in pixels of BOX_PER_DIAMETER particle diameters
+    (diameter in A, sampling rate in A/px)."""
+    return 2 * math.ceil(BOX_PER_DIAMETER * diameter / samplingRate / 2)
+
+
+def _samplingRate(inputSet):
+    if isinstance(inputSet, SetOfCoordinates):
+        inputSet = inputSet.getMicrographs()
+    return inputSet.getSamplingRate() if inputSet is not None else None
+
+
 class CryoPruneBoxSizeWizard(Wizard):
     """Fills the box size with the one the inputs carry: the annotated
-    coordinates' for the trainings, the model's for picking and pruning."""
+    coordinates' for the trainings, the model's for picking and pruning. When
+    the inputs carry none, asks for the particle diameter and gives 1.5
+    diameters at the inputs' pixel size."""
     _targets = [(CryoPruneProtYoloTraining, ["boxSize"]),
                 (CryoPruneProtPickerOptimizerTraining, ["boxSize"]),
                 (CryoPruneProtYoloPicking, ["boxSize"]),
@@ -34,10 +59,74 @@ class CryoPruneBoxSizeWizard(Wizard):
         return _modelBox(protocol)
 
     @classmethod
+    def getSamplingRate(cls, protocol):
+        """The pixel size (A) of the inputs the box is cut from, None before
+        they are chosen."""
+        if isinstance(protocol, CryoPruneProtYoloTraining):
+            return _samplingRate(protocol.inputMicrographs.get())
+        if isinstance(protocol, CryoPruneProtPickerOptimizerTraining):
+            return _samplingRate(protocol.inputGood.get())
+        return None
+
+    @classmethod
     def show(cls, form, *params):
         boxSize = cls.getBoxSize(form.protocol)
+        samplingRate = cls.getSamplingRate(form.protocol)
+        if not boxSize and samplingRate:
+            boxSize = cls._askDiameter(form, samplingRate)
         if boxSize:
             form.setVar("boxSize", boxSize)
-        else:
+        elif not samplingRate:
             form.showWarning("The inputs carry no box size: choose them first, or give "
                              "about 1.5 particle diameters in pixels.")
+
+    @staticmethod
+    def _askDiameter(form, samplingRate):
+        answer = askString("Box size from the particle diameter",
+                           "Particle diameter (A), at %.3g A/px:" % samplingRate, form.root)
+        try:
+            diameter = float(answer)
+        except (TypeError, ValueError):
+            return None
+        if diameter <= 0:
+            form.showWarning("The particle diameter must be a positive number of A.")
+            return None
+        return boxFromDiameter(diameter, samplingRate)
+
+
+class CryoPruneThresholdWizard(Wizard):
+    """Opens the histogram of the input's scores, stacked by class, with the
+    threshold on a slider: moving it shows how many items stay and sets the
+    form's threshold."""
+    _targets = [(CryoPruneProtScoreSubset, ["threshold"])]
+
+    @staticmethod
+    def scoredPicks(protocol):
+        """The input's picks with the score the form's 'Score' names."""
+        return readPicks([protocol.inputSet.get()], list(SCORES)[protocol.scoreStep.get()])
+
+    @classmethod
+    def drawHistogram(cls, figure, protocol, onChange=None):
+        """The histogram and its slider in `figure`; returns the slider."""
+        picks = cls.scoredPicks(protocol)
+        scoreName = SCORE_LABELS[list(SCORES)[protocol.scoreStep.get()]]
+        ax = figure.add_subplot()
+        draw_score_histogram(ax, picks, protocol.threshold.get(), scoreName)
+        return add_histogram_slider(figure, ax, picks, protocol.threshold.get(), scoreName,
+                                    onChange)
+
+    @classmethod
+    def show(cls, form, *params):
+        protocol = form.protocol
+        errors = protocol._validate() if protocol.inputSet.get() is not None \
+            else ["Choose the scored picks first."]
+        if errors:
+            form.showWarning(errors[0])
+            return
+        from pwem.viewers import EmPlotter
+        plotter = EmPlotter(figsize=(7, 4.5), windowTitle="Score threshold")
+        plotter.tightLayoutOn = False  # the slider has its own axes
+        plotter.slider = cls.drawHistogram(
+            plotter.getFigure(), protocol,
+            lambda value: form.setVar("threshold", round(value, 3)))
+        plotter.show()

@@ -21,9 +21,12 @@ from cryoprune_scipion.engine.ranking import ClassScore, write_scores
 from cryoprune_scipion.engine.simulate import simulate_micrograph
 from cryoprune_scipion.protocols import (CryoPruneProtContrastive2D,
                                          CryoPruneProtPickerOptimizer,
-                                         CryoPruneProtScoreSubset, CryoPruneProtYoloPicking)
+                                         CryoPruneProtScoreSubset, CryoPruneProtYoloPicking,
+                                         CryoPruneProtYoloTraining)
 from cryoprune_scipion.viewers import CryoPruneClassGalleryViewer, CryoPrunePicksViewer
 from cryoprune_scipion.viewers.viewer_picks import readPicks, scoredSets
+from cryoprune_scipion.wizards import (CryoPruneBoxSizeWizard, CryoPruneThresholdWizard,
+                                       boxFromDiameter)
 from coordinate_import import import_coordinates, new_coordinates
 
 SHAPE = (256, 320)        # rows, columns
@@ -235,6 +238,39 @@ class TestViewers(BaseTest):
         self.assertEqual(prot.outputCoordinates.getBoxSize(), BOX_SIZE)
         self.assertTrue(all(c.getAttributeValue(PARTICLE_SCORE_ATTR) >= threshold
                             for c in prot.outputCoordinates.iterItems()))
+
+    def test_threshold_wizard(self):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        prot = self.newProtocol(CryoPruneProtScoreSubset, threshold=0.5,
+                                scoreStep=list(SCORES).index("picker"))
+        prot.inputSet.set(self.picking)
+        prot.inputSet.setExtended("outputCoordinates")
+        self.assertIs(Domain.findWizards(prot, DESKTOP_TKINTER)["threshold"],
+                      CryoPruneThresholdWizard)
+        figure = Figure()
+        FigureCanvasAgg(figure)
+        chosen = []
+        slider = CryoPruneThresholdWizard.drawHistogram(figure, prot, chosen.append)
+        scores = [c.getAttributeValue(SCORE_ATTR)
+                  for c in self.picking.outputCoordinates.iterItems()]
+        ax = figure.axes[0]
+        self.assertEqual(sum(bar.get_height() for bar in ax.patches), len(scores))
+        slider.set_val(0.8)
+        self.assertEqual(chosen, [0.8])  # what the wizard puts in the form
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        self.assertIn("threshold 0.80: %d of %d" % (sum(s >= 0.8 for s in scores), len(scores)),
+                      texts)
+        figure.savefig(self.getOutputPath("threshold_wizard.png"))
+
+    def test_box_size_from_the_particle_diameter(self):
+        self.assertEqual(boxFromDiameter(190, 1.77), 162)  # beta-galactosidase, 1.5 x 107 px
+        self.assertEqual(boxFromDiameter(100, PIXEL_SIZE), 38)
+        training = self.newProtocol(CryoPruneProtYoloTraining)
+        self.assertIsNone(CryoPruneBoxSizeWizard.getSamplingRate(training))
+        training.inputMicrographs.set(self.micsPointer.getObjValue())
+        training.inputMicrographs.setExtended("outputMicrographs")
+        self.assertEqual(CryoPruneBoxSizeWizard.getSamplingRate(training), PIXEL_SIZE)
 
     def test_subset_from_viewer(self):
         viewer = self._viewer(CryoPrunePicksViewer, self.pruning, threshold=0.3)

@@ -157,6 +157,25 @@ def draw_score_histogram(ax, picks, threshold, score_name):
     ax.legend(fontsize=7)
 
 
+def add_histogram_slider(figure, ax, picks, threshold, score_name, on_change=None):
+    """A slider under the score histogram that moves its threshold line and
+    count, then calls `on_change(value)`; keep the returned slider referenced
+    while the window is open."""
+    from matplotlib.widgets import Slider
+    figure.subplots_adjust(bottom=0.2)
+    slider = Slider(figure.add_axes([0.2, 0.04, 0.6, 0.03]), "score threshold", 0.0, 1.0,
+                    valinit=threshold)
+
+    def redraw(value):
+        ax.clear()
+        draw_score_histogram(ax, picks, value, score_name)
+        figure.canvas.draw_idle()
+        if on_change is not None:
+            on_change(value)
+    slider.on_changed(redraw)
+    return slider
+
+
 def match_to_reference(picks, reference, radius):
     """Which picks fall within `radius` of a reference particle, micrograph
     by micrograph, on the micrographs of the reference only: (matched,

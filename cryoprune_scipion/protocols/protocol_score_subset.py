@@ -34,8 +34,9 @@ class CryoPruneProtScoreSubset(EMProtocol):
                            "pruner's probability of being a particle.")
         form.addParam("threshold", params.FloatParam, default=0.5,
                       validators=[params.Range(0.0, 1.0)], label="Score threshold",
-                      help="Keep the items scoring at least this. The picks viewer "
-                           "shows the score histogram and the picks that stay.")
+                      help="Keep the items scoring at least this. The wizard opens "
+                           "the histogram of the input's scores with the threshold on "
+                           "a slider; the picks viewer also shows the picks that stay.")
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.createOutputStep)
