@@ -6,7 +6,8 @@ from pyworkflow.wizard import Wizard
 from pwem.objects import SetOfCoordinates
 
 from .constants import SCORES
-from .engine.plots import add_histogram_slider, draw_score_histogram
+from .engine.plots import (add_histogram_slider, draw_score_histogram,
+                           draw_validation_histogram, validation_picks)
 from .protocols import (CryoPruneProtPickerOptimizer, CryoPruneProtPickerOptimizerTraining,
                         CryoPruneProtScoreSubset, CryoPruneProtYoloPicking,
                         CryoPruneProtYoloTraining)
@@ -95,38 +96,64 @@ class CryoPruneBoxSizeWizard(Wizard):
 
 
 class CryoPruneThresholdWizard(Wizard):
-    """Opens the histogram of the input's scores, stacked by class, with the
-    threshold on a slider: moving it shows how many items stay and sets the
-    form's threshold."""
-    _targets = [(CryoPruneProtScoreSubset, ["threshold"])]
-
-    @staticmethod
-    def scoredPicks(protocol):
-        """The input's picks with the score the form's 'Score' names."""
-        return readPicks([protocol.inputSet.get()], list(SCORES)[protocol.scoreStep.get()])
+    """Opens a score histogram stacked by class with the threshold on a
+    slider; moving it sets the form's threshold. Subset by score: the input's
+    scores, counting the items that stay. Pruning: the pruner model's
+    validation windows by true class, with the precision and recall of
+    keeping those at the threshold."""
+    _targets = [(CryoPruneProtScoreSubset, ["threshold"]),
+                (CryoPruneProtPickerOptimizer, ["threshold"])]
 
     @classmethod
-    def drawHistogram(cls, figure, protocol, onChange=None):
-        """The histogram and its slider in `figure`; returns the slider."""
-        picks = cls.scoredPicks(protocol)
-        scoreName = SCORE_LABELS[list(SCORES)[protocol.scoreStep.get()]]
-        ax = figure.add_subplot()
-        draw_score_histogram(ax, picks, protocol.threshold.get(), scoreName)
-        return add_histogram_slider(figure, ax, picks, protocol.threshold.get(), scoreName,
-                                    onChange)
-
-    @classmethod
-    def show(cls, form, *params):
-        protocol = form.protocol
+    def histogram(cls, protocol):
+        """(draw(ax, threshold), None) for the form's inputs, or (None, what
+        is missing)."""
+        if isinstance(protocol, CryoPruneProtPickerOptimizer):
+            return cls._validationHistogram(protocol.inputModel.get())
         errors = protocol._validate() if protocol.inputSet.get() is not None \
             else ["Choose the scored picks first."]
         if errors:
-            form.showWarning(errors[0])
-            return
+            return None, errors[0]
+        step = list(SCORES)[protocol.scoreStep.get()]
+        picks = readPicks([protocol.inputSet.get()], step)
+        return (lambda ax, threshold:
+                draw_score_histogram(ax, picks, threshold, SCORE_LABELS[step])), None
+
+    @staticmethod
+    def _validationHistogram(model):
+        if model is None:
+            return None, "Choose the pruner model first."
+        metadata = model.getMetadata()
+        if not metadata.get("validation_windows"):
+            return None, ("The model keeps no validation windows (trained without a "
+                          "validation fraction, or by cryoprune 0.1): choose the "
+                          "threshold in the picks viewer after pruning.")
+        picks = validation_picks(metadata["validation_windows"], metadata["classes"])
+        particle = metadata["classes"][0]
+        return (lambda ax, threshold:
+                draw_validation_histogram(ax, picks, particle, threshold)), None
+
+    @classmethod
+    def drawHistogram(cls, figure, protocol, onChange=None):
+        """The histogram and its slider in `figure`: (slider, None), or
+        (None, what is missing)."""
+        draw, missing = cls.histogram(protocol)
+        if draw is None:
+            return None, missing
+        ax = figure.add_subplot()
+        draw(ax, protocol.threshold.get())
+        return add_histogram_slider(figure, ax, draw, protocol.threshold.get(), onChange), None
+
+    @classmethod
+    def show(cls, form, *params):
         from pwem.viewers import EmPlotter
         plotter = EmPlotter(figsize=(7, 4.5), windowTitle="Score threshold")
         plotter.tightLayoutOn = False  # the slider has its own axes
-        plotter.slider = cls.drawHistogram(
-            plotter.getFigure(), protocol,
+        plotter.slider, missing = cls.drawHistogram(
+            plotter.getFigure(), form.protocol,
             lambda value: form.setVar("threshold", round(value, 3)))
-        plotter.show()
+        if missing:
+            plotter.close()
+            form.showWarning(missing)
+        else:
+            plotter.show()

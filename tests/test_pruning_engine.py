@@ -89,6 +89,20 @@ def test_separable_case_reaches_high_accuracy(trained):
     assert np.sum(metrics["confusion"]) == 90
 
 
+def test_validation_windows_are_kept_with_their_true_class(trained):
+    """What the pruning threshold wizard draws: each validation window's
+    particle probability and true class, as the validation metrics saw them."""
+    _, metadata = trained
+    windows = metadata["validation_windows"]
+    probability = np.array(windows["particle_probability"])
+    truth = np.array(windows["class_index"]) == 0
+    assert len(probability) == metadata["validation"]["n"] == 24
+    assert np.bincount(windows["class_index"], minlength=3).min() > 0
+    assert np.all((probability >= 0) & (probability <= 1))
+    assert pruning.roc_auc(truth, probability) == pytest.approx(
+        metadata["validation"]["roc_auc"], abs=1e-3)
+
+
 def test_save_and_load_give_identical_scores(trained, tmp_path):
     network, metadata = trained
     path = pruning.save(network, metadata, str(tmp_path))

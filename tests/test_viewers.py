@@ -12,18 +12,22 @@ from pwem import Domain
 from pwem.protocols import ProtImportMicrographs, ProtImportParticles
 from pwem.viewers import ClassesView, DataViewer
 
-from cryoprune_scipion.constants import CLASS_ATTR, PARTICLE_SCORE_ATTR, SCORE_ATTR, SCORES
+from cryoprune_scipion.constants import (CLASS_ATTR, MODEL_METADATA, MODEL_WEIGHTS,
+                                         PARTICLE_SCORE_ATTR, SCORE_ATTR, SCORES)
 from cryoprune_scipion.cli.demo import save_picks_picture
 from cryoprune_scipion.convert import setPruningAttributes
-from cryoprune_scipion.engine.io import write_micrograph, write_stack
+from cryoprune_scipion.engine.io import write_json, write_micrograph, write_stack
 from cryoprune_scipion.engine.metrics import PickingScore, score_picks
 from cryoprune_scipion.engine.ranking import ClassScore, write_scores
 from cryoprune_scipion.engine.simulate import simulate_micrograph
+from cryoprune_scipion.objects import CryoPrunePrunerModel
 from cryoprune_scipion.protocols import (CryoPruneProtContrastive2D,
                                          CryoPruneProtPickerOptimizer,
+                                         CryoPruneProtPickerOptimizerTraining,
                                          CryoPruneProtScoreSubset, CryoPruneProtYoloPicking,
                                          CryoPruneProtYoloTraining)
-from cryoprune_scipion.viewers import CryoPruneClassGalleryViewer, CryoPrunePicksViewer
+from cryoprune_scipion.viewers import (CryoPruneClassGalleryViewer, CryoPrunePicksViewer,
+                                       CryoPrunePrunerTrainingViewer)
 from cryoprune_scipion.viewers.viewer_picks import readPicks, scoredSets
 from cryoprune_scipion.wizards import (CryoPruneBoxSizeWizard, CryoPruneThresholdWizard,
                                        boxFromDiameter)
@@ -36,6 +40,11 @@ FALSE_PICKS = 6           # per micrograph, off the particles
 JUNK_CLASSES = ["particle", "ice", "carbon"]
 CLASS_SIZES = [12, 7, 3, 2]
 PARTICLE_BOX = 32
+# A pruner's validation windows: particle probability and true class (0: particle).
+# At 0.5, 3 of 4 particles and 1 of 3 junk windows stay: precision and recall 0.75;
+# at 0.7, 2 particles and no junk: precision 1, recall 0.5.
+VALIDATION_WINDOWS = {"particle_probability": [0.9, 0.8, 0.6, 0.3, 0.2, 0.55, 0.1],
+                      "class_index": [0, 0, 0, 0, 1, 1, 2]}
 
 
 class TestViewers(BaseTest):
@@ -55,6 +64,7 @@ class TestViewers(BaseTest):
         cls.picking = cls._picking()
         cls.pruning = cls._pruning(cls.picking, "outputCoordinates")
         cls.particlesImport = cls._importParticles()
+        cls.prunerTraining = cls._prunerTraining()
 
     @classmethod
     def _simulate(cls, folder):
@@ -123,6 +133,22 @@ class TestViewers(BaseTest):
         prot.inputSet.set(inputProt)
         prot.inputSet.setExtended(inputName)
         return cls._saved(prot, outputs)
+
+    @classmethod
+    def _prunerTraining(cls):
+        """A pruner training run's model: three epochs, the second kept, and
+        the validation windows above."""
+        def outputs(prot):
+            folder = prot._getExtraPath("model")
+            os.makedirs(folder)
+            history = [{"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.2 / epoch,
+                        "val_accuracy": 0.5 + 0.1 * epoch} for epoch in (1, 2, 3)]
+            write_json(os.path.join(folder, MODEL_METADATA),
+                       {"kind": "pruner", "classes": JUNK_CLASSES, "history": history,
+                        "best_epoch": 2, "validation_windows": VALIDATION_WINDOWS})
+            prot._defineOutputs(outputModel=CryoPrunePrunerModel(
+                filename=os.path.join(folder, MODEL_WEIGHTS)))
+        return cls._saved(cls.newProtocol(CryoPruneProtPickerOptimizerTraining), outputs)
 
     @classmethod
     def _importParticles(cls):
@@ -251,7 +277,7 @@ class TestViewers(BaseTest):
         figure = Figure()
         FigureCanvasAgg(figure)
         chosen = []
-        slider = CryoPruneThresholdWizard.drawHistogram(figure, prot, chosen.append)
+        slider, _ = CryoPruneThresholdWizard.drawHistogram(figure, prot, chosen.append)
         scores = [c.getAttributeValue(SCORE_ATTR)
                   for c in self.picking.outputCoordinates.iterItems()]
         ax = figure.axes[0]
@@ -262,6 +288,39 @@ class TestViewers(BaseTest):
         self.assertIn("threshold 0.80: %d of %d" % (sum(s >= 0.8 for s in scores), len(scores)),
                       texts)
         figure.savefig(self.getOutputPath("threshold_wizard.png"))
+
+    def test_pruner_training_curves_and_validation_windows(self):
+        self.assertIn(CryoPrunePrunerTrainingViewer,
+                      Domain.findViewers(self.prunerTraining, DESKTOP_TKINTER))
+        viewer = CryoPrunePrunerTrainingViewer(project=self.proj)
+        curves, validation = viewer._visualize(self.prunerTraining)
+        loss, accuracy = curves.getFigure().axes
+        self.assertEqual([len(line.get_xdata()) for line in loss.lines], [3, 3, 2])
+        self.assertEqual(loss.lines[-1].get_xdata()[0], 2)  # the epoch kept
+        np.testing.assert_allclose(accuracy.lines[0].get_ydata(), [0.6, 0.7, 0.8])
+        [ax] = validation.getFigure().axes
+        self.assertEqual(sum(bar.get_height() for bar in ax.patches), 7)
+        self.assertIn("at 0.50 precision 0.750, recall 0.750", ax.get_title())
+        self._png(curves, "pruner_curves.png")
+        self._png(validation, "pruner_validation.png")
+
+    def test_pruning_threshold_wizard_moves_over_the_validation_windows(self):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        prune = self.newProtocol(CryoPruneProtPickerOptimizer)
+        self.assertIs(Domain.findWizards(prune, DESKTOP_TKINTER)["threshold"],
+                      CryoPruneThresholdWizard)
+        _, missing = CryoPruneThresholdWizard.drawHistogram(Figure(), prune)
+        self.assertEqual(missing, "Choose the pruner model first.")
+        prune.inputModel.set(self.prunerTraining)
+        prune.inputModel.setExtended("outputModel")
+        figure = Figure()
+        FigureCanvasAgg(figure)
+        chosen = []
+        slider, _ = CryoPruneThresholdWizard.drawHistogram(figure, prune, chosen.append)
+        slider.set_val(0.7)
+        self.assertEqual(chosen, [0.7])
+        self.assertIn("at 0.70 precision 1.000, recall 0.500", figure.axes[0].get_title())
 
     def test_box_size_from_the_particle_diameter(self):
         self.assertEqual(boxFromDiameter(190, 1.77), 162)  # beta-galactosidase, 1.5 x 107 px

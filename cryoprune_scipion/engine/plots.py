@@ -157,10 +157,10 @@ def draw_score_histogram(ax, picks, threshold, score_name):
     ax.legend(fontsize=7)
 
 
-def add_histogram_slider(figure, ax, picks, threshold, score_name, on_change=None):
-    """A slider under the score histogram that moves its threshold line and
-    count, then calls `on_change(value)`; keep the returned slider referenced
-    while the window is open."""
+def add_histogram_slider(figure, ax, draw, threshold, on_change=None):
+    """A slider under a histogram that `draw(ax, threshold)` draws: moving it
+    redraws at the new threshold, then calls `on_change(value)`; keep the
+    returned slider referenced while the window is open."""
     from matplotlib.widgets import Slider
     figure.subplots_adjust(bottom=0.2)
     slider = Slider(figure.add_axes([0.2, 0.04, 0.6, 0.03]), "score threshold", 0.0, 1.0,
@@ -168,12 +168,52 @@ def add_histogram_slider(figure, ax, picks, threshold, score_name, on_change=Non
 
     def redraw(value):
         ax.clear()
-        draw_score_histogram(ax, picks, value, score_name)
+        draw(ax, value)
         figure.canvas.draw_idle()
         if on_change is not None:
             on_change(value)
     slider.on_changed(redraw)
     return slider
+
+
+# ---------------------------------------------------------------- pruner training
+
+def validation_picks(windows, classes):
+    """The pruner's validation windows (model.json "validation_windows") as
+    Picks: the particle probability as score, the true class as label."""
+    scores = np.asarray(windows["particle_probability"], dtype=float)
+    return Picks(np.full(len(scores), np.nan), np.full(len(scores), np.nan), scores,
+                 np.asarray(classes)[np.asarray(windows["class_index"], dtype=int)],
+                 np.full(len(scores), ""))
+
+
+def draw_validation_histogram(ax, picks, particle_class, threshold):
+    """The validation windows' particle probabilities stacked by true class,
+    titled with the precision and recall of keeping those at the threshold."""
+    from .pruning import binary_metrics
+    draw_score_histogram(ax, picks, threshold, "probability of being a particle")
+    ax.set_ylabel("validation windows")
+    kept = binary_metrics(picks.label == particle_class, picks.score >= threshold,
+                          picks.score)
+    ax.set_title("validation windows by true class: at %.2f precision %.3f, recall %.3f"
+                 % (threshold, kept["precision"], kept["recall"]), fontsize=9)
+    return kept
+
+
+def draw_training_history(loss_ax, accuracy_ax, history, best_epoch):
+    """Training and validation loss, and validation accuracy, per epoch; the
+    epoch whose network was kept as a dotted line."""
+    epochs = [record["epoch"] for record in history]
+    loss_ax.plot(epochs, [record["train_loss"] for record in history], label="training")
+    if history and "val_loss" in history[0]:
+        loss_ax.plot(epochs, [record["val_loss"] for record in history], label="validation")
+        accuracy_ax.plot(epochs, [record["val_accuracy"] for record in history],
+                         label="validation accuracy (all classes)")
+    for ax, ylabel in ((loss_ax, "loss"), (accuracy_ax, "accuracy")):
+        ax.axvline(best_epoch, color="k", linestyle=":", label="kept: epoch %d" % best_epoch)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
 
 
 def match_to_reference(picks, reference, radius):

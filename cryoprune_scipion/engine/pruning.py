@@ -366,6 +366,10 @@ def train(dataset, settings, device="cpu", initial_weights=None, log=logger.info
                                               device, settings.batch)
         metadata["validation"] = classification_metrics(probabilities, y_val,
                                                         dataset.classes)
+        # Kept so that the pruning threshold can be chosen on them before pruning
+        metadata["validation_windows"] = {
+            "particle_probability": np.round(probabilities[:, 0], 4).tolist(),
+            "class_index": y_val.tolist()}
     return network.eval(), metadata
 
 

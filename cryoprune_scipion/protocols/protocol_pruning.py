@@ -19,6 +19,7 @@ from .base import CryoPruneProtocol, reference
 from .protocol_pruner_training import windowBox, writeWindowInput
 
 DISCARDED = "_discarded"
+PARTICLE_THRESHOLD = 0.5  # the form's start, also where the training viewer draws its cut
 
 
 def repeatScores(items, scored):
@@ -89,10 +90,12 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
                       help="Fourier downsampling of the windows. Empty (the start): "
                            "the factor the pruner model was trained with. Box size "
                            "and factor must give the model's window size.")
-        form.addParam("threshold", params.FloatParam, default=0.5,
+        form.addParam("threshold", params.FloatParam, default=PARTICLE_THRESHOLD,
                       validators=[params.Range(0.0, 1.0)], label="Particle threshold",
                       help="Keep items whose probability of being a particle is at "
-                           "least this; 0.5 to start, higher for a cleaner set. Every "
+                           "least this; 0.5 to start, higher for a cleaner set. The "
+                           "wizard shows the model's validation windows by true class "
+                           "and the precision and recall of the cut as it moves. Every "
                            "item keeps its score, so a stricter cut can be made later "
                            "with a subset.")
         form.addParam("chunkSize", params.IntParam, default=20000,

@@ -2,3 +2,4 @@
 from .viewer_yolo import CryoPruneYoloTrainingViewer
 from .viewer_picks import CryoPrunePicksViewer
 from .viewer_classes import CryoPruneClassGalleryViewer
+from .viewer_pruner import CryoPrunePrunerTrainingViewer
