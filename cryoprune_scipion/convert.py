@@ -254,6 +254,31 @@ def writeCoordinateExtraction(coords, micrographs, folder):
     return linkMicrographs(mics, os.path.join(folder, "micrographs"))
 
 
+def mergeWindowFolders(sources, folder):
+    """One folder that `cryoprune train-pruner` reads as one class, made of
+    the windows of several extract or particle-table folders without copying
+    an image: `sources` are (folder, ids) pairs, the windows of the items
+    `ids` (None: all) taken from each, in its row order; each stack is
+    linked under a stem made unique by the source's position. Returns the
+    number of windows taken from each source."""
+    import csv
+    os.makedirs(folder, exist_ok=True)
+    rows, counts = [], []
+    for number, (source, ids) in enumerate(sources):
+        with open(os.path.join(source, "particles.csv"), newline="") as f:
+            taken = [row for row in csv.DictReader(f) if ids is None or int(row["id"]) in ids]
+        for stem in dict.fromkeys(row["micrograph"] for row in taken):
+            link = os.path.join(folder, "s%d_%s.mrcs" % (number, stem))
+            if os.path.lexists(link):
+                os.remove(link)
+            os.symlink(os.path.abspath(os.path.join(source, stem + ".mrcs")), link)
+        rows += [{"micrograph": "s%d_%s" % (number, row["micrograph"]),
+                  "index": row["index"], "id": row["id"]} for row in taken]
+        counts.append(len(taken))
+    write_table(os.path.join(folder, "particles.csv"), ["micrograph", "index", "id"], rows)
+    return counts
+
+
 def readPruningScores(path):
     """(score, label) per window of a `cryoprune prune` CSV, in index order."""
     import csv

@@ -11,6 +11,7 @@ from pwem.protocols import ProtImportMicrographs, ProtImportParticles, ProtUnion
 from cryoprune_scipion.constants import (CLASS_ATTR, EDGE_CLASS, JUNK_CLASS_ATTR,
                                          PARTICLE_SCORE_ATTR, SCORE_ATTR)
 from cryoprune_scipion.engine.io import write_micrograph, write_stack
+from cryoprune_scipion.engine.pruning import MIN_CLASS_EXAMPLES
 from cryoprune_scipion.engine.simulate import simulate_micrograph
 from cryoprune_scipion.engine.windows import extract_windows
 from cryoprune_scipion.objects import CryoPrunePrunerModel
@@ -68,6 +69,8 @@ def test_a_repeated_pick_is_scored_like_its_twin():
 
 
 class TestPickerOptimizer(BaseTest):
+    training = None  # see train()
+
     @classmethod
     def setUpClass(cls):
         setupTestProject(cls)
@@ -84,6 +87,8 @@ class TestPickerOptimizer(BaseTest):
                 "particle": [(p["x"], p["y"]) for p in micrograph.particles],
                 "ice": [(j["x"], j["y"]) for j in micrograph.junk],
                 "background": background(micrograph, 8, rng),
+                # picked by hand for a second round (an rng of its own)
+                "more background": background(micrograph, 4, np.random.default_rng(i)),
                 "edge": [(3.0, SHAPE[0] / 2)]}  # a pick whose box crosses the edge
         prot = cls.newProtocol(ProtImportMicrographs, filesPath=folder,
                                filesPattern="sim_*.mrc", samplingRate=PIXEL_SIZE,
@@ -104,18 +109,24 @@ class TestPickerOptimizer(BaseTest):
         return import_coordinates(cls, cls.mics, centres, BOX_SIZE, label,
                                   attributes), truth
 
-    def train(self):
-        good, _ = self.importCoordinates(TRAIN, ["particle"], "good")
-        ice, _ = self.importCoordinates(TRAIN, ["ice"], "ice")
-        empty, _ = self.importCoordinates(TRAIN, ["background"], "background")
-        prot = self.newProtocol(CryoPruneProtPickerOptimizerTraining,
-                                inputGood=good.outputCoordinates,
-                                junkNames="ice,background", downFactor=DOWN_FACTOR,
-                                initialWeights=0, inputSize=32, epochs=8, batchSize=16,
-                                valFraction=0.2, useGpu=False, numberOfThreads=2)
-        for importProt in (ice, empty):
-            prot.inputBad.append(pwobj.Pointer(importProt, extended="outputCoordinates"))
-        return self.launchProtocol(prot)
+    @classmethod
+    def train(cls):
+        """The training on coordinates of particles, ice and background
+        (picked by hand) of the training micrographs; run once for the
+        tests that start from its model."""
+        if cls.training is None:
+            good, _ = cls.importCoordinates(TRAIN, ["particle"], "good")
+            ice, _ = cls.importCoordinates(TRAIN, ["ice"], "ice")
+            empty, _ = cls.importCoordinates(TRAIN, ["background"], "background")
+            prot = cls.newProtocol(CryoPruneProtPickerOptimizerTraining,
+                                   inputGood=good.outputCoordinates,
+                                   junkNames="ice,background", downFactor=DOWN_FACTOR,
+                                   initialWeights=0, inputSize=32, epochs=8, batchSize=16,
+                                   valFraction=0.2, useGpu=False, numberOfThreads=2)
+            for importProt in (ice, empty):
+                prot.inputBad.append(pwobj.Pointer(importProt, extended="outputCoordinates"))
+            cls.training = cls.launchProtocol(prot)
+        return cls.training
 
     def test_train_and_prune_coordinates_and_particles(self):
         training = self.train()
@@ -269,3 +280,90 @@ class TestPickerOptimizer(BaseTest):
         training.inputBad.append(pwobj.Pointer(picks, extended="outputCoordinates"))
         errors = " ".join(training.validate())
         self.assertIn("scipion3 installb cryoprune-models", errors)
+
+    def test_second_round_takes_junk_from_the_discarded_picks(self):
+        """A second round in a few clicks: the good examples, coordinates of
+        one junk class picked by hand and the discarded output of a pruning
+        train a new pruner whose junk classes are the first model's, each
+        with the discarded items the first model put in it (edge boxes and
+        items called particle left out), plus the hand-picked ones."""
+        model = self.train().outputModel
+        picks, _ = self.importCoordinates(TRAIN + TEST, ["particle", "ice", "background",
+                                                         "edge"], "picks")
+        prune = self.newProtocol(CryoPruneProtPickerOptimizer, inputSet=picks.outputCoordinates,
+                                 inputModel=model, useGpu=False, numberOfThreads=2)
+        self.launchProtocol(prune)
+        discarded = {}  # predicted class -> items
+        for coord in prune.outputCoordinates_discarded:
+            label = getattr(coord, JUNK_CLASS_ATTR).get()
+            discarded[label] = discarded.get(label, 0) + 1
+        self.assertEqual(discarded[EDGE_CLASS], len(TRAIN + TEST))
+        handPicked, _ = self.importCoordinates(TRAIN, ["more background"], "background")
+
+        good, _ = self.importCoordinates(TRAIN, ["particle"], "good")
+        second = self.newProtocol(CryoPruneProtPickerOptimizerTraining,
+                                  inputGood=good.outputCoordinates, downFactor=DOWN_FACTOR,
+                                  initialWeights=0, inputSize=32, epochs=1, batchSize=16,
+                                  useGpu=False, numberOfThreads=2)
+        second.inputBad.append(pwobj.Pointer(handPicked, extended="outputCoordinates"))
+        second.inputBad.append(pwobj.Pointer(prune, extended="outputCoordinates_discarded"))
+        self.launchProtocol(second)
+        junk = ["background"] + sorted(set(discarded) - {"background", "particle", EDGE_CLASS})
+        self.assertEqual(second.outputModel.getClassNames(), ["particle"] + junk)
+        nHandPicked = handPicked.outputCoordinates.getSize()
+        windows = second._readClassWindows()
+        self.assertEqual(list(windows), ["particle"] + junk)
+        for name in junk:
+            expected = discarded.get(name, 0) + (nHandPicked if name == "background" else 0)
+            self.assertEqual(sum(count for _, count in windows[name]), expected, name)
+        self.assertEqual(windows["background"][0],
+                         ["outputCoordinates of 'background'", nHandPicked])
+        metadata = second.outputModel.getMetadata()
+        self.assertEqual(sum(metadata["n_train"]) + metadata["validation"]["n"],
+                         sum(count for sources in windows.values() for _, count in sources))
+        self.assertIn("background: %d windows: %d from outputCoordinates of 'background'"
+                      % (sum(count for _, count in windows["background"]), nHandPicked),
+                      "\n".join(second.summary()))
+
+        again = self.newProtocol(CryoPruneProtPickerOptimizer, inputSet=picks.outputCoordinates,
+                                 inputModel=second.outputModel, useGpu=False,
+                                 numberOfThreads=2)
+        self.launchProtocol(again)
+        self.assertEqual(again.outputCoordinates.getSize()
+                         + again.outputCoordinates_discarded.getSize(),
+                         picks.outputCoordinates.getSize())
+
+    def test_pruned_set_is_split_by_class_in_the_form(self):
+        """A set whose items carry the pruning's class (here made up, as a
+        subset of a discarded output would carry it) is named by its classes
+        in the form: the junk names count the other sets only, and a class
+        too small after the split is named with its set."""
+        def predicted(coord):
+            label = "carbon" if coord.getX() % 13 == 0 else "ice"
+            return {JUNK_CLASS_ATTR: pwobj.String(EDGE_CLASS if crossesEdge(coord) else label)}
+        pruned, _ = self.importCoordinates(TRAIN, ["particle", "ice", "background", "edge"],
+                                           "pruned", predicted)
+        labels = [getattr(c, JUNK_CLASS_ATTR).get() for c in pruned.outputCoordinates]
+        self.assertTrue(0 < labels.count("carbon") < MIN_CLASS_EXAMPLES)
+        self.assertEqual(labels.count(EDGE_CLASS), len(TRAIN))
+        good, _ = self.importCoordinates(TRAIN, ["particle"], "good")
+        ice, _ = self.importCoordinates(TRAIN, ["ice"], "ice picks")
+        training = self.newProtocol(CryoPruneProtPickerOptimizerTraining,
+                                    inputGood=good.outputCoordinates, junkNames="ice",
+                                    initialWeights=0)
+        training.inputBad.append(pwobj.Pointer(pruned, extended="outputCoordinates"))
+        training.inputBad.append(pwobj.Pointer(ice, extended="outputCoordinates"))
+        self.assertEqual(training._getClassSources(),
+                         {"particle": [(0, None)], "carbon": [(1, "carbon")],
+                          "ice": [(1, "ice"), (2, None)]})
+        errors = " ".join(training.validate())
+        self.assertIn("carbon (outputCoordinates of 'pruned') has %d examples: each class "
+                      "needs at least" % labels.count("carbon"), errors)
+        training.junkNames.set("ice,carbon")
+        self.assertIn("2 junk class names (ice,carbon) for 1 bad sets not split by "
+                      "predicted class", " ".join(training.validate()))
+        # Not split: one class per set, named in the form like any other.
+        training.splitPruned.set(False)
+        self.assertEqual(training._getClassSources(),
+                         {"particle": [(0, None)], "ice": [(1, None)],
+                          "carbon": [(2, None)]})

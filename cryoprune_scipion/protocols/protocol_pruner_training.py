@@ -10,8 +10,9 @@ from pwem.objects import SetOfCoordinates
 from pwem.protocols import EMProtocol
 
 from .. import Plugin
-from ..constants import BASE_PRUNER_DIR, EDGE_CLASS, MODEL_WEIGHTS
-from ..convert import readParticleIds, writeCoordinateExtraction, writeParticleTable
+from ..constants import BASE_PRUNER_DIR, EDGE_CLASS, JUNK_CLASS_ATTR, MODEL_WEIGHTS
+from ..convert import (mergeWindowFolders, readParticleIds, writeCoordinateExtraction,
+                       writeParticleTable)
 from ..engine.pruning import MIN_CLASS_EXAMPLES, PARTICLE, TrainSettings
 from ..objects import CryoPrunePrunerModel
 from .base import CryoPruneProtocol, reference
@@ -22,9 +23,32 @@ BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
              "mobilenet_v3_large", "efficientnet_b0", "densenet121"]
 INIT_SCRATCH, INIT_IMAGENET, INIT_MODEL, INIT_AUTOMATIC = 0, 1, 2, 3
 VALIDATION_FILE = "validation.json"
+CLASS_WINDOWS_FILE = "class_windows.json"
 
-# Labels the pruning gives besides the junk classes: no junk class may take them
+# Labels the pruning gives besides the junk classes: no junk class may take
+# them, and the items of a pruned set that carry them are no junk examples
 RESERVED_NAMES = (PARTICLE, EDGE_CLASS)
+
+
+def prunedClasses(inputSet):
+    """{predicted class: items} of a set whose items carry the pruning's
+    predicted class (a discarded output, or a subset of it); None for any
+    other set."""
+    if inputSet.getSize() == 0 or not hasattr(inputSet.getFirstItem(), JUNK_CLASS_ATTR):
+        return None
+    return {row[JUNK_CLASS_ATTR]: row["COUNT"]
+            for row in inputSet.aggregate(["COUNT"], JUNK_CLASS_ATTR, [JUNK_CLASS_ATTR])}
+
+
+def describeSet(pointer):
+    """How the summary and the log name an input set: its label, else the
+    output and the run that made it."""
+    inputSet, source = pointer.get(), pointer.getObjValue()
+    if inputSet.getObjLabel():
+        return inputSet.getObjLabel()
+    if pointer.hasExtended() and hasattr(source, "getRunName"):
+        return "%s of '%s'" % (pointer.getExtended(), source.getRunName())
+    return inputSet.getClassName()
 
 
 def backboneWeights(backbone):
@@ -63,6 +87,14 @@ def writeWindowInput(protocol, inputSet, items, windowsDir, inputDir, boxSize):
     return readParticleIds(windowsDir)
 
 
+def describeClassWindows(sources):
+    """'45 windows: 20 from ice picks, 25 from outputCoordinates_discarded
+    of 'pruning'' for the [[set, windows]] of one class."""
+    return "%d windows: %s" % (sum(count for _, count in sources),
+                               ", ".join("%d from %s" % (count, name)
+                                         for name, count in sources))
+
+
 def windowBox(inputSet, boxSize):
     """Window size in input pixels: the particle size, or the box size given
     for coordinates (the coordinates' own when not given)."""
@@ -78,7 +110,8 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
     carbon, aggregate, background...). A ResNet-style CNN with an auxiliary
     loss branch is fine-tuned from local ImageNet weights, from a pruner
     trained earlier, or trained from scratch. The model feeds the
-    PickerOptimizer pruning protocol."""
+    PickerOptimizer pruning protocol, whose discarded output brings its
+    junk classes to a second round of this training."""
     _label = "picker optimizer training"
     _devStatus = BETA
     _possibleOutputs = {OUTPUT_MODEL: CryoPrunePrunerModel}
@@ -96,18 +129,37 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
         form.addParam("inputBad", params.MultiPointerParam,
                       pointerClass="SetOfParticles,SetOfCoordinates", minNumObjects=1,
                       important=True, label="Bad examples (one set per junk class)",
-                      help="False picks, one set per junk class (e.g. ice, carbon, "
-                           "aggregates, empty background); one set for plain junk. "
-                           "At least %d of each; a hundred or more is better."
-                           % MIN_CLASS_EXAMPLES)
+                      help="False picks, one set per junk class (e.g. coordinates "
+                           "picked on ice, carbon, aggregates or empty areas); one set "
+                           "for plain junk. The discarded output of an earlier pruning "
+                           "(or a subset of it) gives one junk class per class it "
+                           "predicted, named by it; its edge boxes and the items it "
+                           "called particle are left out. Sets with the same name "
+                           "make one class, e.g. ice picked by hand and the ice of a "
+                           "discarded output. At least %d examples per class; a "
+                           "hundred or more is better." % MIN_CLASS_EXAMPLES)
         form.addParam("junkNames", params.StringParam, default="",
                       label="Junk class names",
                       help="Comma-separated names of the junk classes, in the order "
-                           "of the bad sets (e.g. 'ice,carbon'). Empty (the start): "
+                           "of the bad sets (e.g. 'ice,carbon'), one per set that is "
+                           "not split by predicted class: a discarded output of a "
+                           "pruning is named by the classes the pruning predicted "
+                           "and takes no name here. A name given twice, or one of a "
+                           "pruned set's classes, joins those examples into one "
+                           "class. Empty (the start): "
                            "each set named after its label, else the output it is "
                            "(outputCoordinates_ice: ice), else the run that made it; "
                            "letters, digits and underscores, numbered when two are "
                            "the same.")
+        form.addParam("splitPruned", params.BooleanParam, default=True,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      label="Split pruned sets by predicted class",
+                      help="Yes (the start): a bad set whose items carry the class a "
+                           "pruning predicted (its discarded output, or a subset of "
+                           "it) gives one junk class per predicted class, as above. "
+                           "No: it is one junk class like any other set and takes a "
+                           "name, e.g. particles of 2D classes judged junk that the "
+                           "pruning had kept.")
         form.addParam("boxSize", params.IntParam, allowsNull=True,
                       label="Box size (px)",
                       help="Window cut around each coordinate, in micrograph pixels; "
@@ -191,27 +243,57 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
-        for name in self._getClassNames():
-            self._insertFunctionStep(self.windowsStep, name)
+        for position in range(len(self._getInputPointers())):
+            self._insertFunctionStep(self.windowsStep, position)
+        self._insertFunctionStep(self.classesStep, needsGPU=False)
         if self.initialWeights == INIT_AUTOMATIC:
             self._insertFunctionStep(self.basePrunerStep)
         self._insertFunctionStep(self.trainStep)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     # --------------------------- STEPS functions -----------------------------
-    def windowsStep(self, name):
-        """The windows of one class (the good examples, or a junk class) in
-        a folder named after it; cut by a `cryoprune extract` job for
-        coordinates."""
-        inputSet = dict(zip(self._getClassNames(), self._getInputSets()))[name]
-        windowsDir = self._getWindowsDir(name)
+    def windowsStep(self, position):
+        """The windows of one input set (0: the good examples, then the bad
+        sets) in a folder of its own; cut by a `cryoprune extract` job for
+        coordinates. The edge boxes of a pruned set and the items it called
+        particle are left out."""
+        pointer = self._getInputPointers()[position]
+        inputSet, windowsDir = pointer.get(), self._getSetWindowsDir(position)
         pwutils.cleanPath(windowsDir)
         items = [item.clone() for item in inputSet.iterItems(orderBy="id")]
+        predicted = self._predictedClasses(pointer) if position else None
+        if predicted:
+            items = [item for item in items
+                     if getattr(item, JUNK_CLASS_ATTR).get() not in RESERVED_NAMES]
+            self.info("%s: %d %s boxes (crossing the micrograph edge, they cannot be "
+                      "cut) and %d items called %s by the pruning left out"
+                      % (describeSet(pointer), predicted.get(EDGE_CLASS, 0), EDGE_CLASS,
+                         predicted.get(PARTICLE, 0), PARTICLE))
         ids = writeWindowInput(self, inputSet, items, windowsDir,
-                               self._getExtraPath("input", name),
+                               self._getExtraPath("input", "set%d" % position),
                                windowBox(inputSet, self.boxSize.get()))
         self.info("%s: %d windows of %d items (boxes crossing the micrograph edge left "
-                  "out)" % (name, len(ids), len(items)))
+                  "out)" % (describeSet(pointer), len(ids), len(items)))
+
+    def classesStep(self):
+        """One folder per class, named after it, as train-pruner reads
+        them: the windows of its sets, or of their items predicted as that
+        class, linked, not copied. The windows each set gave go to the log
+        and to the summary."""
+        pointers = self._getInputPointers()
+        perClass = {}
+        for name, sources in self._getClassSources().items():
+            folders = [(self._getSetWindowsDir(position),
+                        self._itemIds(pointers[position].get(), label))
+                       for position, label in sources]
+            windowsDir = self._getWindowsDir(name)
+            pwutils.cleanPath(windowsDir)
+            counts = mergeWindowFolders(folders, windowsDir)
+            perClass[name] = [[describeSet(pointers[position]), count]
+                              for (position, _), count in zip(sources, counts)]
+            self.info("%s: %s" % (name, describeClassWindows(perClass[name])))
+        with open(self._getExtraPath(CLASS_WINDOWS_FILE), "w") as f:
+            json.dump(perClass, f, indent=1)
 
     def basePrunerStep(self):
         """Make the base pruner of the backbone when automatic initial
@@ -229,7 +311,8 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
         """Continue resumes the training that a failed or stopped run saved
         in the model folder."""
         args = ["--good %s" % self._getWindowsDir(PARTICLE)]
-        args += ["--bad %s" % self._getWindowsDir(name) for name in self._getJunkNames()]
+        args += ["--bad %s" % self._getWindowsDir(name) for name in self._getClassSources()
+                 if name != PARTICLE]
         args += ["--downsample %s" % self.downFactor, "--out %s" % self._getModelDir(), "--resume", "--epochs %d" % self.epochs,
                  "--backbone %s" % self._getBackbone(), "--input-size %d" % self.inputSize,
                  "--few-shot %d" % self.fewShot, "--lr %s" % self.learningRate,
@@ -256,32 +339,16 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):
-        badSets = [pointer.get() for pointer in self.inputBad]
-        if self.inputGood.get() is None or not badSets or None in badSets:
+        pointers = self._getInputPointers()
+        inputSets = [pointer.get() for pointer in pointers]
+        if len(inputSets) < 2 or None in inputSets:
             return []  # pyworkflow reports the missing inputs
-        errors = []
-        names = self._getJunkNames()
-        if len(names) != len(badSets):
-            errors.append("%d junk class names (%s) for %d bad sets: give one name per "
-                          "set, in the same order" % (len(names), ",".join(names),
-                                                      len(badSets)))
-        bad = [n for n in names if not NAME_PATTERN.match(n) or n in RESERVED_NAMES]
-        if bad:
-            errors.append("Invalid junk class names %s: use letters, digits and "
-                          "underscores, starting with a letter, other than %s"
-                          % (", ".join(bad), " and ".join(map(repr, RESERVED_NAMES))))
-        if len(set(names)) != len(names):
-            errors.append("Junk class names must differ, found %s" % ",".join(names))
-        for label, inputSet in [("Good examples", self.inputGood.get())] + \
-                list(zip(names, badSets)):
-            if inputSet.getSize() < MIN_CLASS_EXAMPLES:
-                errors.append("%s (%s) has %d examples: each class needs at least %d"
-                              % (label, inputSet.getObjLabel() or inputSet.getClassName(),
-                                 inputSet.getSize(), MIN_CLASS_EXAMPLES))
-            elif not windowBox(inputSet, self.boxSize.get()):
+        errors = self._validateClasses()
+        for pointer, inputSet in zip(pointers, inputSets):
+            if inputSet.getSize() and not windowBox(inputSet, self.boxSize.get()):
                 errors.append("%s: the coordinates have no box size; give one in the form"
-                              % label)
-        sizes = {self._windowSize(s) for s in [self.inputGood.get()] + badSets}
+                              % describeSet(pointer))
+        sizes = {self._windowSize(s) for s in inputSets}
         if len(sizes) > 1:
             errors.append("The inputs give windows of different sizes %s px: use "
                           "particles of one box size, or coordinates with the box size "
@@ -290,6 +357,41 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
             errors.append("Examples per class (few-shot) is %d: use at least %d, or 0 "
                           "for all" % (self.fewShot.get(), MIN_CLASS_EXAMPLES))
         errors.extend(self._validateInitialWeights())
+        return errors
+
+    def _validateClasses(self):
+        """The names the form gives and the examples of each class, the
+        items of pruned sets counted by predicted class."""
+        plain, names = self._getPlainPointers(), self._getPlainNames()
+        if len(names) != len(plain):
+            return ["%d junk class names (%s) for %d bad sets not split by predicted "
+                    "class: give one name per such set, in the same order (a pruning's "
+                    "discarded output is named by its classes)"
+                    % (len(names), ",".join(names), len(plain))]
+        errors = []
+        bad = [n for n in self._getClassSources() if not NAME_PATTERN.match(n)]
+        bad += [n for n in names if n in RESERVED_NAMES]
+        if bad:
+            errors.append("Invalid junk class names %s: use letters, digits and "
+                          "underscores, starting with a letter, other than %s"
+                          % (", ".join(bad), " and ".join(map(repr, RESERVED_NAMES))))
+        pointers = self._getInputPointers()
+        for pointer in pointers[1:]:
+            predicted = self._predictedClasses(pointer)
+            if predicted is not None and set(predicted) <= set(RESERVED_NAMES):
+                errors.append("%s holds no junk examples: the pruning called its items "
+                              "%s. To train them as one junk class, set 'Split pruned "
+                              "sets by predicted class' to No"
+                              % (describeSet(pointer), " or ".join(predicted)))
+        for name, sources in self._getClassSources().items():
+            label = "Good examples" if name == PARTICLE else name
+            found = sum(self._countItems(pointers[position].get(), predicted)
+                        for position, predicted in sources)
+            if found < MIN_CLASS_EXAMPLES:
+                errors.append("%s (%s) has %d examples: each class needs at least %d"
+                              % (label, ", ".join(describeSet(pointers[position])
+                                                  for position, _ in sources),
+                                 found, MIN_CLASS_EXAMPLES))
         return errors
 
     def _validateInitialWeights(self):
@@ -311,12 +413,14 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
         if not self.hasAttribute(OUTPUT_MODEL):
             return ["Training not finished yet."]
         metadata = getattr(self, OUTPUT_MODEL).getMetadata()
-        summary = ["Classes: %s" % ", ".join(metadata["classes"]),
-                   "Training windows per class: %s, %d px, backbone %s, input %d px"
-                   % (metadata["n_train"], metadata["box_size"], metadata["backbone"],
-                      metadata["input_size"]),
-                   "Initial weights: %s" % (metadata.get("initial_weights")
-                                            or "none (trained from scratch)")]
+        summary = ["Classes: %s" % ", ".join(metadata["classes"])]
+        summary += ["%s: %s" % (name, describeClassWindows(sources))
+                    for name, sources in self._readClassWindows().items()]
+        summary += ["Training windows per class: %s, %d px, backbone %s, input %d px"
+                    % (metadata["n_train"], metadata["box_size"], metadata["backbone"],
+                       metadata["input_size"]),
+                    "Initial weights: %s" % (metadata.get("initial_weights")
+                                             or "none (trained from scratch)")]
         validation = metadata.get("validation")
         if validation:
             summary.append("Validation (%d windows, particle vs junk): accuracy %.3f, "
@@ -335,22 +439,73 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
                 "branch of weight %s, input %d px) was trained to separate particles of "
                 "%s from the junk classes %s, for %d epochs."
                 % (reference("Li2022PickerOptimizer"), self._getBackbone(), self.auxWeight,
-                   self.inputSize, self.getObjectTag("inputGood"), ", ".join(self._getJunkNames()),
+                   self.inputSize, self.getObjectTag("inputGood"),
+                   ", ".join(self._getJunkNames()),
                    self.epochs)]
 
     def _citations(self):
         return ["Li2022PickerOptimizer"]
 
     # --------------------------- UTILS functions -----------------------------
-    def _getClassNames(self):
-        return [PARTICLE] + self._getJunkNames()
+    def _getInputPointers(self):
+        """The good set, then the bad sets: a set's position numbers its
+        windows folder."""
+        return [self.inputGood] + list(self.inputBad)
 
-    def _getInputSets(self):
-        return [self.inputGood.get()] + [pointer.get() for pointer in self.inputBad]
+    def _getPlainPointers(self):
+        """The bad sets named by the form or by themselves: those that are
+        not outputs of a pruning."""
+        return [pointer for pointer in self.inputBad
+                if self._predictedClasses(pointer) is None]
+
+    def _getPlainNames(self):
+        names = [n.strip() for n in self.junkNames.get("").split(",") if n.strip()]
+        return names or namesFromInputs(self._getPlainPointers(), "junk",
+                                        reserved=RESERVED_NAMES)
+
+    def _getClassSources(self):
+        """{class: [(set position, predicted class)]}, the particles first,
+        then the junk classes as they first appear in the bad sets: a plain
+        set gives all its items to its name (predicted class None), a pruned
+        set the items of each predicted class to a class of that name."""
+        sources = {PARTICLE: [(0, None)]}
+        names = iter(self._getPlainNames())
+        for position, pointer in enumerate(self._getInputPointers()[1:], start=1):
+            predicted = self._predictedClasses(pointer)
+            if predicted is None:
+                sources.setdefault(next(names), []).append((position, None))
+                continue
+            for name in sorted(set(predicted) - set(RESERVED_NAMES)):
+                sources.setdefault(name, []).append((position, name))
+        return sources
 
     def _getJunkNames(self):
-        names = [n.strip() for n in self.junkNames.get("").split(",") if n.strip()]
-        return names or namesFromInputs(self.inputBad, "junk", reserved=RESERVED_NAMES)
+        return list(self._getClassSources())[1:]
+
+    def _predictedClasses(self, pointer):
+        """`prunedClasses` of a bad set that is split by them."""
+        return prunedClasses(pointer.get()) if self.splitPruned else None
+
+    @staticmethod
+    def _countItems(inputSet, predicted):
+        """Items of a set, or those of one predicted class."""
+        return inputSet.getSize() if predicted is None else prunedClasses(inputSet)[predicted]
+
+    @staticmethod
+    def _itemIds(inputSet, predicted):
+        """Ids of the items of one predicted class; None (all) for a plain set."""
+        if predicted is None:
+            return None
+        return {item.getObjId() for item in inputSet
+                if getattr(item, JUNK_CLASS_ATTR).get() == predicted}
+
+    def _readClassWindows(self):
+        """{class: [[set, windows]]} written by the classes step; empty before."""
+        path = self._getExtraPath(CLASS_WINDOWS_FILE)
+        if not os.path.isfile(path):
+            return {}
+        with open(path) as f:
+            return json.load(f)
 
     def _windowSize(self, inputSet):
         from ..engine.windows import downsampled_box
@@ -382,6 +537,9 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
 
     def _getWindowsDir(self, *paths):
         return self._getExtraPath("windows", *paths)
+
+    def _getSetWindowsDir(self, position):
+        return self._getExtraPath("sets", "set%d" % position)
 
     def _getModelDir(self, *paths):
         return self._getExtraPath("model", *paths)
