@@ -3,7 +3,9 @@
     python docs/make_viewer_pngs.py [--out docs]
 
 Picks are the simulated particles, scored high, and false picks on junk
-and background, scored low: what a picker gives, with a known answer.
+and background, scored low: what a picker gives, with a known answer. The
+pruner training pictures come from a small pruner trained here on windows
+of simulated micrographs (a minute or two on a CPU).
 """
 import argparse
 import os
@@ -12,11 +14,15 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from cryoprune_scipion.engine.simulate import (VIEWS, asymmetric_tetramer, project,
+from cryoprune_scipion.engine import pruning
+from cryoprune_scipion.engine.base_pruner import simulated_windows
+from cryoprune_scipion.engine.simulate import (VIEWS, asymmetric_tetramer, barrel, project,
                                                rotation_matrix, simulate_micrograph)
 from cryoprune_scipion.engine.plots import (ClassAverage, Picks, draw_class_gallery,
                                              draw_precision_recall, draw_score_histogram,
-                                             match_to_reference, picks_figure)
+                                             draw_training_history,
+                                             draw_validation_histogram, match_to_reference,
+                                             picks_figure, validation_picks)
 
 PIXEL_SIZE = 3.0
 BOX_SIZE = 64
@@ -50,6 +56,15 @@ def simulated_classes(rng):
     return classes
 
 
+def trained_pruner_metadata():
+    """The metadata (history, validation windows) of a pruner trained on
+    windows of simulated barrels, ice, carbon, aggregates and background."""
+    windows = simulated_windows(16, barrel(), snr=0.03, box=48, seed=5)
+    dataset = pruning.Dataset(list(windows), list(windows.values()))
+    _, metadata = pruning.train(dataset, pruning.TrainSettings(input_size=48, epochs=12))
+    return metadata
+
+
 def save(figure, path):
     """PNG in 64 colours: a few tens of kilobytes."""
     figure.savefig(path, dpi=80, bbox_inches="tight")
@@ -81,6 +96,19 @@ def main():
     figure = Figure(figsize=(7, 7))
     draw_class_gallery(figure, simulated_classes(rng), "size")
     save(figure, os.path.join(out, "viewer_classes.png"))
+
+    metadata = trained_pruner_metadata()
+    figure = Figure(figsize=(9, 3.6))
+    loss_ax, accuracy_ax = figure.subplots(1, 2)
+    draw_training_history(loss_ax, accuracy_ax, metadata["history"], metadata["best_epoch"])
+    save(figure, os.path.join(out, "viewer_pruner_curves.png"))
+
+    figure = Figure(figsize=(6, 3.6))
+    draw_validation_histogram(figure.add_subplot(),
+                              validation_picks(metadata["validation_windows"],
+                                               metadata["classes"]),
+                              metadata["classes"][0], 0.5)
+    save(figure, os.path.join(out, "viewer_pruner_validation.png"))
 
 
 if __name__ == "__main__":
