@@ -9,7 +9,7 @@ import pytest
 from cryoprune_scipion.cli import main as cryoprune
 from cryoprune_scipion.engine.io import (InputError, read_coordinates, write_micrograph,
                                          write_table)
-from cryoprune_scipion.engine.metrics import score_picks
+from cryoprune_scipion.engine.metrics import assign_picks, match_picks, score_picks
 from cryoprune_scipion.engine.picking import (centres_to_micrograph, read_training_coordinates,
                                               tile_origins, write_yolo_dataset)
 from cryoprune_scipion.engine.preprocess import PreprocessSettings, WorkingGrid
@@ -151,3 +151,12 @@ def test_picks_near_the_edge_are_dropped():
     kept = away_from_edges(picks, (100, 100), border=32)
     assert [p["x"] for p in kept] == [32.0, 67.0]
     assert away_from_edges(picks, (100, 100), border=0) == picks
+
+
+def test_each_label_is_matched_once_by_the_best_scoring_pick_within_the_radius():
+    labels = [(100.0, 100.0), (300.0, 100.0)]
+    picks = [(110.0, 100.0), (95.0, 100.0), (300.0, 150.0), (320.0, 100.0)]
+    scores = [0.5, 0.9, 0.8, 0.7]
+    assigned = assign_picks(picks, labels, radius=27, scores=scores)
+    assert assigned.tolist() == [-1, 0, -1, 1]
+    assert match_picks(picks, labels, 27, scores).tolist() == [False, True, False, True]

@@ -44,11 +44,17 @@ def match_picks(picks, labels, radius, scores=None):
     picks, labels: (n, 2) arrays of x, y. Returns a boolean array, True for
     each pick that matched, in the order of `picks`.
     """
+    return assign_picks(picks, labels, radius, scores) >= 0
+
+
+def assign_picks(picks, labels, radius, scores=None):
+    """The matching of `match_picks` as the index of the label each pick
+    matched, -1 for a pick that matched none."""
     picks = np.asarray(picks, dtype=float).reshape(-1, 2)
     labels = np.asarray(labels, dtype=float).reshape(-1, 2)
-    matched = np.zeros(len(picks), dtype=bool)
+    assigned = np.full(len(picks), -1)
     if not len(picks) or not len(labels):
-        return matched
+        return assigned
     order = np.argsort(-np.asarray(scores)) if scores is not None else np.arange(len(picks))
     tree = cKDTree(labels)
     taken = np.zeros(len(labels), dtype=bool)
@@ -56,8 +62,9 @@ def match_picks(picks, labels, radius, scores=None):
         free = [k for k in tree.query_ball_point(picks[i], radius) if not taken[k]]
         if free:
             nearest = min(free, key=lambda k: np.hypot(*(labels[k] - picks[i])))
-            taken[nearest] = matched[i] = True
-    return matched
+            taken[nearest] = True
+            assigned[i] = nearest
+    return assigned
 
 
 def score_picks(picks, labels, radius, scores=None):
