@@ -160,3 +160,19 @@ def test_each_label_is_matched_once_by_the_best_scoring_pick_within_the_radius()
     assigned = assign_picks(picks, labels, radius=27, scores=scores)
     assert assigned.tolist() == [-1, 0, -1, 1]
     assert match_picks(picks, labels, 27, scores).tolist() == [False, True, False, True]
+
+
+def test_the_preprocess_command_flattens_at_the_scale_of_the_box(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    columns = np.arange(600)[None, :]
+    path = str(tmp_path / "ramp.mrc")
+    write_micrograph(path, rng.normal(size=(600, 600)) + 10.0 * columns / 600)
+    command = ["preprocess", "--micrographs", path, "--out", str(tmp_path / "png"),
+               "--working-size", "300", "--no-preprocess", "--flatten", "2"]
+    assert cryoprune(command) == 2
+    assert "--box" in capsys.readouterr().err
+    assert cryoprune(command + ["--box", "30"]) == 0
+    from PIL import Image
+    picture = np.asarray(Image.open(tmp_path / "png" / "ramp.png"), dtype=float)
+    # unflattened, the halves' means would differ by 5 noise sigmas, over 100 grey levels
+    assert abs(picture[:, 30:150].mean() - picture[:, 150:270].mean()) < 10

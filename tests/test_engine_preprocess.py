@@ -5,7 +5,7 @@ from PIL import Image
 
 from cryoprune_scipion.engine.io import InputError, read_micrograph, write_micrograph
 from cryoprune_scipion.engine.preprocess import (PreprocessSettings, WorkingGrid,
-                                                 preprocess, resize,
+                                                 interior, preprocess, resize,
                                                  suppress_wavelet_details, to_uint8)
 
 
@@ -68,11 +68,63 @@ def test_every_step_can_be_switched_off():
     assert grid.working_shape == (64, 64)
 
 
+FLATTENED = PreprocessSettings(working_size=0, wavelet="", wiener_size=0, clahe_tiles=0,
+                               flatten=2.0)
+
+
+def ramp_with_discs(shape=(256, 256), box=16, noise=1.0, seed=2):
+    """Noise on a brightness ramp of 20 noise sigmas across, with dark discs
+    of `box` px diameter (particles, darker than the ice) at known centres."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[:shape[0], :shape[1]]
+    image = 20.0 * columns / shape[1] + rng.normal(scale=noise, size=shape)
+    centres = [(64, 64), (64, 192), (192, 64), (192, 192)]
+    for y, x in centres:
+        image[(rows - y) ** 2 + (columns - x) ** 2 <= (box / 2) ** 2] -= 5.0
+    return image.astype(np.float32), centres
+
+
+def test_flattening_removes_a_brightness_ramp_and_keeps_the_particles():
+    micrograph, centres = ramp_with_discs()
+    image, _ = preprocess(micrograph, FLATTENED, box_size=16)
+    quarter_means = [image[r:r + 128, c:c + 128][interior((128, 128), 0.25)].mean()
+                     for r in (0, 128) for c in (0, 128)]
+    assert max(quarter_means) - min(quarter_means) < 0.5  # the ramp spanned 20 sigmas
+    discs = [image[y - 3:y + 4, x - 3:x + 4].mean() for y, x in centres]
+    assert max(discs) < -3.0  # still 5 sigmas below the ice, which has median 0
+    assert abs(np.median(image[interior(image.shape)])) < 0.1
+
+
+def test_an_edge_band_does_not_change_the_interior_scaling():
+    micrograph, _ = ramp_with_discs()
+    banded = micrograph.copy()
+    # padding artefacts: 50 times the noise either way, the local ice level on average
+    banded[:6, ::2] += 50.0
+    banded[:6, 1::2] -= 50.0
+    plain, _ = preprocess(micrograph, FLATTENED, box_size=16)
+    image, _ = preprocess(banded, FLATTENED, box_size=16)
+    inside = interior(image.shape, 0.1)
+    np.testing.assert_allclose(image[inside], plain[inside], atol=0.1)
+
+
+def test_flattening_needs_the_box_size():
+    with pytest.raises(InputError, match="box size"):
+        preprocess(np.zeros((64, 64), np.float32), PreprocessSettings(flatten=2.0))
+
+
+def test_no_filters_means_flattened_but_older_models_stay_unflattened():
+    assert PreprocessSettings.disabled().flatten > 0
+    older = PreprocessSettings.disabled().to_dict()
+    del older["flatten"]  # model.json of a picker trained before flattening
+    assert PreprocessSettings.from_dict(older).flatten == 0
+
+
 @pytest.mark.parametrize("settings,message", [
     (PreprocessSettings(wavelet="db999"), "unknown wavelet"),
     (PreprocessSettings(wiener_size=8), "odd"),
     (PreprocessSettings(wavelet_mode="zero"), "wavelet mode"),
-    (PreprocessSettings(working_size=-1), "working size")])
+    (PreprocessSettings(working_size=-1), "working size"),
+    (PreprocessSettings(flatten=-1), "flattening")])
 def test_bad_settings_are_refused_with_a_message(settings, message):
     with pytest.raises(InputError, match=message):
         settings.validate()

@@ -35,9 +35,11 @@ DEFAULT_THRESHOLD = 0.25
 
 
 def preprocessing_cpu_seconds(model, micrographs):
-    settings = PreprocessSettings.from_dict(read_model_metadata(model, "picker")["preprocessing"])
+    metadata = read_model_metadata(model, "picker")
+    settings = PreprocessSettings.from_dict(metadata["preprocessing"])
     start = time.process_time()
-    preprocess_micrograph_files(micrographs, settings, threads=1)
+    preprocess_micrograph_files(micrographs, settings, threads=1,
+                                box_size=metadata["box_size"])
     return time.process_time() - start
 
 

@@ -1,5 +1,6 @@
 """`cryoprune preprocess`, `train-picker` and `pick`."""
 import argparse
+import dataclasses
 import os
 
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
@@ -22,6 +23,8 @@ def add_commands(commands):
     preprocess.add_argument("--micrographs", nargs="+", required=True, metavar="FILE")
     preprocess.add_argument("--out", required=True, metavar="DIR")
     _add_preprocess_arguments(preprocess)
+    preprocess.add_argument("--box", type=positive_int, metavar="PX",
+                            help="particle box in micrograph pixels (needed by --flatten)")
     preprocess.add_argument("--threads", type=positive_int, default=1)
     add_output_arguments(preprocess)
     preprocess.set_defaults(run=run_preprocess)
@@ -96,19 +99,29 @@ def _add_preprocess_arguments(parser):
                        help="CLAHE tiles per side (0: off)")
     group.add_argument("--clahe-clip", type=positive_float, default=defaults.clahe_clip)
     group.add_argument("--no-normalize", dest="normalize", action="store_false")
+    group.add_argument("--flatten", type=non_negative_float, metavar="BOXES",
+                       help="subtract the background blurred with a sigma of this many "
+                            "particle boxes, then normalise by the interior's median and "
+                            "MAD (0: off; default %s, with --no-preprocess %s)"
+                            % (defaults.flatten, PreprocessSettings.disabled().flatten))
     group.add_argument("--no-preprocess", action="store_true",
-                       help="only resize and normalise (all filters off)")
+                       help="only resize, flatten the background and normalise "
+                            "(all filters off)")
 
 
 def preprocess_settings(args):
     if args.no_preprocess:
-        return PreprocessSettings.disabled(args.working_size)
-    return PreprocessSettings(
-        working_size=args.working_size,
-        wavelet="" if args.wavelet.lower() in ("", "none") else args.wavelet,
-        wavelet_levels=args.wavelet_levels, wavelet_mode=args.wavelet_mode,
-        wiener_size=args.wiener, clahe_tiles=args.clahe_tiles,
-        clahe_clip=args.clahe_clip, normalize=args.normalize)
+        settings = PreprocessSettings.disabled(args.working_size)
+    else:
+        settings = PreprocessSettings(
+            working_size=args.working_size,
+            wavelet="" if args.wavelet.lower() in ("", "none") else args.wavelet,
+            wavelet_levels=args.wavelet_levels, wavelet_mode=args.wavelet_mode,
+            wiener_size=args.wiener, clahe_tiles=args.clahe_tiles,
+            clahe_clip=args.clahe_clip, normalize=args.normalize)
+    if args.flatten is not None:
+        settings = dataclasses.replace(settings, flatten=args.flatten)
+    return settings
 
 
 def per_micrograph_results(micrographs, suffix):
@@ -126,10 +139,13 @@ def per_micrograph_results(micrographs, suffix):
 
 def run_preprocess(args):
     from ..engine.preprocess import preprocess_micrograph_files, save_png
+    settings = preprocess_settings(args)
+    if settings.flatten and not args.box:
+        raise InputError("--flatten needs --box, the particle box in micrograph pixels")
     RunOutputs(args, inputs=args.micrographs).folder(
         args.out, results=per_micrograph_results(args.micrographs, ".png"))
-    processed = preprocess_micrograph_files(args.micrographs, preprocess_settings(args),
-                                            args.threads)
+    processed = preprocess_micrograph_files(args.micrographs, settings, args.threads,
+                                            args.box or 0)
     for path, (image, _) in zip(args.micrographs, processed):
         save_png(os.path.join(args.out, micrograph_stem(path) + ".png"), image)
 

@@ -223,7 +223,8 @@ def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
     else:
         splits = {"train": paths[n_val:], "val": paths[:n_val]}
         held_out = n_val
-    processed = dict(zip(paths, preprocess_micrograph_files(paths, settings, threads)))
+    processed = dict(zip(paths, preprocess_micrograph_files(paths, settings, threads,
+                                                            box_size)))
     for path, (_, grid) in processed.items():
         _check_box(path, box_size, grid)
     tile = tile_size_for(box_size, next(iter(processed.values()))[1], tile)
@@ -566,7 +567,8 @@ def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.i
     for start in range(0, len(micrographs), chunk):
         paths = micrographs[start:start + chunk]
         began = time.perf_counter()
-        processed = preprocess_micrograph_files(paths, settings, threads)
+        processed = preprocess_micrograph_files(paths, settings, threads,
+                                                metadata["box_size"])
         timing["preprocessing"] += time.perf_counter() - began
         began = time.perf_counter()
         for path, (image, grid) in zip(paths, processed):

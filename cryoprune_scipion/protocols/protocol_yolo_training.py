@@ -147,7 +147,10 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
                       label="Restore contrast",
                       help="Wavelet, Wiener filter and CLAHE before training, as in "
                            "the YOLOv5 KLH picking study; Yes to start. No: only "
-                           "resize and normalise. Picking repeats what training did.")
+                           "resize, flatten the background (ice, carbon) and "
+                           "normalise on the micrograph's interior; picks better on "
+                           "already denoised micrographs. Picking repeats what "
+                           "training did.")
         form.addParam("workingSize", params.IntParam, default=PREPROCESS.working_size,
                       validators=[params.GE(0)], label="Working size (px)",
                       help="Long side of the micrographs after resizing; a particle "
