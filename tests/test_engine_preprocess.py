@@ -119,6 +119,21 @@ def test_no_filters_means_flattened_but_older_models_stay_unflattened():
     assert PreprocessSettings.from_dict(older).flatten == 0
 
 
+@pytest.mark.parametrize("options,normalize,flatten", [
+    ([], True, 0.0),
+    (["--no-preprocess"], True, 2.0),
+    (["--no-preprocess", "--no-normalize"], False, 2.0),
+    (["--no-preprocess", "--flatten", "0"], True, 0.0),
+    (["--no-normalize"], False, 0.0)])
+def test_command_line_preprocessing_options_all_take_effect(options, normalize, flatten):
+    from cryoprune_scipion.cli import build_parser
+    from cryoprune_scipion.cli.picking import preprocess_settings
+    args = build_parser().parse_args(["preprocess", "--micrographs", "mic.mrc", "--out", "out"]
+                                      + options)
+    settings = preprocess_settings(args)
+    assert (settings.normalize, settings.flatten) == (normalize, flatten)
+
+
 @pytest.mark.parametrize("settings,message", [
     (PreprocessSettings(wavelet="db999"), "unknown wavelet"),
     (PreprocessSettings(wiener_size=8), "odd"),

@@ -118,7 +118,8 @@ def preprocess_settings(args):
             wavelet="" if args.wavelet.lower() in ("", "none") else args.wavelet,
             wavelet_levels=args.wavelet_levels, wavelet_mode=args.wavelet_mode,
             wiener_size=args.wiener, clahe_tiles=args.clahe_tiles,
-            clahe_clip=args.clahe_clip, normalize=args.normalize)
+            clahe_clip=args.clahe_clip)
+    settings = dataclasses.replace(settings, normalize=args.normalize)
     if args.flatten is not None:
         settings = dataclasses.replace(settings, flatten=args.flatten)
     return settings
