@@ -1,17 +1,37 @@
-"""End to end: the picking benchmark's picks on the 16 test micrographs
-before and after pruning, scored with benchmarks/picking/evaluate.py.
+"""End to end (issue 12): the picking benchmark's picks on the 16 test
+micrographs before and after pruning, scored with
+benchmarks/picking/evaluate.py, and what pruning removed.
 
 The pruner is "this method" of run.py with 200 examples per class (the
-simulated base model fine-tuned on the first 4 micrographs); picks kept when
-its particle probability is at least --prune-threshold.
+simulated base model fine-tuned on windows of the first 4 micrographs). Every
+pick at a confidence of at least the lowest picker threshold gets its
+particle probability once; then, at each picker threshold (the CLI default
+0.25 and a low one):
+
+- before: the picks at or above the picker threshold;
+- pruned: those whose particle probability is at least 0.5 (the protocol's
+  default), or at least the probability threshold that maximises F1 on the
+  picks of the 4 training micrographs;
+- combined: those whose confidence x particle probability is at least the
+  threshold that maximises F1 on the training micrographs' picks;
+- for reference, the picker alone at the confidence threshold that
+  maximises F1 on the training micrographs.
+
+The training micrographs' labelled particles are among the pruner's
+training windows, so thresholds chosen there are if anything optimistic.
+What pruning removed is counted per class of error_analysis.py (false
+positives: artefact band, unlabelled margin, duplicate, off-centre,
+background by brightness) and, for true positives, by the label's
+surroundings (crowded, low contrast, other).
 
     nice -n 10 python benchmarks/pruning/end_to_end.py \\
-        --picks benchmarks/work/picking/<run>/picks --threshold 0.25
+        --picks benchmarks/work/picking/cryoprune_none/picks --png docs/pruning_removed.png
 """
 import argparse
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -19,64 +39,199 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "picking"))
 import data  # noqa: E402
+import error_analysis  # noqa: E402
 import evaluate  # noqa: E402
 import run  # noqa: E402
 
 from cryoprune_scipion.engine import pruning  # noqa: E402
-from cryoprune_scipion.engine.io import read_micrograph, write_table  # noqa: E402
+from cryoprune_scipion.engine.io import read_micrograph  # noqa: E402
 from cryoprune_scipion.engine.windows import extract_windows  # noqa: E402
+
+PICKER_THRESHOLDS = (0.25, 0.1)
+DEFAULT_PRUNE_THRESHOLD = 0.5       # the prune protocol's default
+SHOTS = 200
 
 
 def pruner():
-    path = os.path.join(run.WORK, "real_200", "model.pt")
+    """The pruner and the seconds its training took (0 when it was saved)."""
+    path = os.path.join(run.WORK, "real_%d" % SHOTS, "model.pt")
     if os.path.exists(path):
-        return pruning.load(path)
-    train_windows = run.cached("real_train", lambda: None)
-    settings = pruning.TrainSettings(input_size=run.SIZE, few_shot=200, aux_weight=0.5,
-                                     epochs=run.epochs_for(int(0.8 * 200 * 4)), batch=32)
+        return pruning.load(path) + (0.0,)
+    start = time.time()
+    names = data.micrograph_names()
+    train_windows = run.cached("real_train", lambda: data.real_windows(
+        names[:evaluate.N_TRAIN], 60, run.SIZE, seed=0))
+    settings = pruning.TrainSettings(input_size=run.SIZE, few_shot=SHOTS, aux_weight=0.5,
+                                     epochs=run.epochs_for(int(0.8 * SHOTS * 4)), batch=32)
     network, metadata = pruning.train(run.as_dataset(train_windows, data.REAL_CLASSES),
                                       settings, initial_weights=run.pretrain_base(False))
     pruning.save(network, metadata, os.path.dirname(path))
-    return network, metadata
+    return network, metadata, time.time() - start
 
 
-def prune_picks(picks_dir, out_dir, threshold, prune_threshold, network, metadata):
-    os.makedirs(out_dir, exist_ok=True)
-    _, test = evaluate.split()
-    for path in test:
-        stem = evaluate.stem(path)
-        picks = evaluate.read_picks(picks_dir, stem)
-        picks = picks[picks[:, 2] >= threshold]
-        keep = np.zeros(len(picks), dtype=bool)
-        if len(picks):
-            windows, _ = extract_windows(read_micrograph(path), picks[:, :2], data.BOX)
-            scores = pruning.predict_probabilities(
+def particle_probabilities(picks_dir, stems, floor, network, metadata):
+    """Per micrograph, its picks (x, y, confidence, as read) and the particle
+    probability of those at confidence >= floor (NaN below)."""
+    picks, probabilities = {}, {}
+    for name in stems:
+        picks[name] = evaluate.read_picks(picks_dir, name)
+        probability = np.full(len(picks[name]), np.nan)
+        scored = picks[name][:, 2] >= floor
+        if scored.any():
+            image = read_micrograph(os.path.join(evaluate.DATA_DIR, "micrographs",
+                                                 name + ".jpg"))
+            windows, _ = extract_windows(image, picks[name][scored, :2], data.BOX)
+            probability[scored] = pruning.predict_probabilities(
                 network, data.downsample(windows, run.SIZE), metadata["input_size"])[:, 0]
-            keep = scores >= prune_threshold
-        write_table(os.path.join(out_dir, stem + ".csv"), ["x", "y", "score"],
-                    [{"x": x, "y": y, "score": s} for x, y, s in picks[keep]])
-    return [evaluate.stem(p) for p in test]
+        probabilities[name] = probability
+    return picks, probabilities
+
+
+def write_folder(folder, picks, keep, score=None):
+    """The kept picks of each micrograph, scored by `score` (default: the
+    picker's confidence)."""
+    for name in picks:
+        values = picks[name][:, 2] if score is None else score[name]
+        error_analysis.write_picks(folder, name, np.column_stack(
+            [picks[name][:, :2], values])[keep[name]])
+    return folder
+
+
+def chosen_threshold(folder, picks, keep, score, train):
+    """The threshold on `score` maximising F1 on the training micrographs."""
+    threshold, _ = evaluate.best_threshold(
+        write_folder(folder, picks, keep, score), train)
+    return threshold
+
+
+def figures(folder, test, threshold):
+    result = evaluate.evaluate(folder, test, threshold)
+    return {"picks_per_micrograph": result["picks_per_micrograph"],
+            **{r: {k: result[r][k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")}
+               for r in ("at_27px", "at_54px")}}
+
+
+def settings_at(threshold, picks, probability, work, train, test):
+    """Rows of figures, and the keep masks, at one picker threshold."""
+    above = {n: picks[n][:, 2] >= threshold for n in picks}
+    product = {n: picks[n][:, 2] * np.nan_to_num(probability[n]) for n in picks}
+    folder = os.path.join(work, "at_%g" % threshold)
+    chosen_prune = chosen_threshold(folder + "_probability", picks, above, probability, train)
+    chosen_product = chosen_threshold(folder + "_product", picks, above, product, train)
+    chosen_picker, _ = evaluate.best_threshold(write_folder(folder, picks, above), train)
+    masks = {"pruned at %g" % DEFAULT_PRUNE_THRESHOLD:
+             {n: above[n] & (probability[n] >= DEFAULT_PRUNE_THRESHOLD) for n in picks},
+             "pruned at %.3f (chosen on training)" % chosen_prune:
+             {n: above[n] & (probability[n] >= chosen_prune) for n in picks},
+             "combined: confidence x probability >= %.3f (chosen on training)"
+             % chosen_product: {n: above[n] & (product[n] >= chosen_product) for n in picks}}
+    rows = {"before": figures(folder, test, threshold)}
+    for index, (name, keep) in enumerate(masks.items()):
+        rows[name] = figures(write_folder("%s_%d" % (folder, index), picks, keep), test, 0)
+    rows["reference: picker alone at %.3f (chosen on training)" % chosen_picker] = \
+        figures(folder, test, chosen_picker)
+    return rows, masks
+
+
+def true_positive_classes(m, threshold):
+    """Per kept true positive, its label's surroundings: crowded (another
+    label closer than one diameter), low contrast (lowest quarter of the
+    micrograph's labels), or other, as error_analysis.py sorts missed labels."""
+    tp = np.flatnonzero(m.kept(threshold) & (m.assigned >= 0))
+    labels = m.assigned[tp]
+    contrast = m.local.at(m.labels, "contrast")
+    classes = np.full(len(tp), "other", dtype=object)
+    classes[contrast[labels] < np.percentile(contrast, 25)] = "low contrast"
+    crowded = error_analysis._nearest_distance(m.labels, m.labels, exclude_self=True) < \
+        error_analysis.DIAMETER
+    classes[crowded[labels]] = "crowded"
+    return tp, classes
+
+
+def removed_by_class(micrographs, threshold, keep):
+    """Per class, how many false and true positives at `threshold` there were
+    and how many pruning removed."""
+    def tally(table, classes, removed):
+        for name, gone in zip(classes, removed):
+            entry = table.setdefault(str(name), {"before": 0, "removed": 0})
+            entry["before"] += 1
+            entry["removed"] += int(gone)
+    fp_table, tp_table = {}, {}
+    for m in micrographs:
+        removed = m.kept(threshold) & ~keep[m.name]
+        fp = np.flatnonzero(m.kept(threshold) & (m.assigned < 0))
+        tally(fp_table, m.false_positive_classes(threshold), removed[fp])
+        tp, classes = true_positive_classes(m, threshold)
+        tally(tp_table, classes, removed[tp])
+    return {"false_positives": dict(sorted(fp_table.items())),
+            "true_positives": dict(sorted(tp_table.items()))}
+
+
+def draw_removed(path, m, threshold, keep, title):
+    """One micrograph with the picks at `threshold` that pruning kept and
+    those it removed, removed true positives apart."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from cryoprune_scipion.engine.plots import box_marker_area, draw_micrograph
+    kept = m.kept(threshold)
+    matched = m.assigned >= 0
+    groups = ((kept & keep, "lime", "o", "kept"),
+              (kept & ~keep & ~matched, "red", "o", "removed false positive"),
+              (kept & ~keep & matched, "magenta", "s", "removed true positive"))
+    figure = Figure(figsize=(8, 8.4), dpi=85)
+    ax = figure.add_axes((0, 0, 1, 0.95))
+    draw_micrograph(ax, read_micrograph(os.path.join(evaluate.DATA_DIR, "micrographs",
+                                                     m.name + ".jpg")))
+    area = box_marker_area(ax, error_analysis.DIAMETER, m.shape[1], m.shape[0])
+    handles = []
+    for mask, colour, marker, label in groups:
+        ax.scatter(m.picks[mask, 0], m.picks[mask, 1], s=area, marker=marker,
+                   facecolors="none", edgecolors=colour, linewidths=1.4)
+        handles.append(Line2D([], [], marker=marker, linestyle="", markerfacecolor="none",
+                              markeredgecolor=colour, label="%s (%d)" % (label, mask.sum())))
+    ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.8,
+              facecolor="0.3", labelcolor="white")
+    figure.suptitle("%s: picks at confidence >= %.2f, %s" % (m.name, threshold, title),
+                    fontsize=9)
+    figure.savefig(path)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--picks", required=True, help="folder of <stem>.csv x,y,score")
-    parser.add_argument("--threshold", type=float, required=True,
-                        help="the picker's confidence threshold")
-    parser.add_argument("--prune-threshold", type=float, default=0.5)
+    parser.add_argument("--picks", required=True,
+                        help="picks folder of run_cryoprune.py (<stem>.csv x,y,score, "
+                             "training and test micrographs)")
     parser.add_argument("--out", default=os.path.join(HERE, "results_end_to_end.json"))
+    parser.add_argument("--png", help="picture of the test micrograph pruning changed most")
+    parser.add_argument("--work", default=os.path.join(run.WORK, "end_to_end"),
+                        help="folder for the pruned copies of the picks")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(1)
-    network, metadata = pruner()
-    pruned_dir = os.path.join(run.WORK, "pruned_picks")
-    stems = prune_picks(args.picks, pruned_dir, args.threshold, args.prune_threshold,
-                        network, metadata)
-    result = {"picks": os.path.relpath(args.picks), "picker_threshold": args.threshold,
-              "prune_threshold": args.prune_threshold,
-              "before": evaluate.evaluate(args.picks, stems, args.threshold),
-              "after": evaluate.evaluate(pruned_dir, stems, args.threshold)}
-    run.save(result, args.out)
+    network, metadata, train_seconds = pruner()
+    train_paths, test_paths = evaluate.split()
+    train = [evaluate.stem(p) for p in train_paths]
+    test = [evaluate.stem(p) for p in test_paths]
+    start = time.time()
+    picks, probability = particle_probabilities(args.picks, train + test,
+                                                min(PICKER_THRESHOLDS), network, metadata)
+    result = {"picks": os.path.relpath(args.picks), "pruner": "this method, %d examples "
+              "per class (run.py)" % SHOTS, "pruner_training_seconds": round(train_seconds),
+              "scoring_seconds": round(time.time() - start), "settings": {}}
+    bands = error_analysis.measure_artefact_bands(train_paths + test_paths)
+    micrographs = [error_analysis.Micrograph(name, args.picks, bands) for name in test]
+    for threshold in PICKER_THRESHOLDS:
+        rows, masks = settings_at(threshold, picks, probability, args.work, train, test)
+        result["settings"]["picker threshold %g" % threshold] = {
+            "figures": rows,
+            "removed": {name: removed_by_class(micrographs, threshold, keep)
+                        for name, keep in masks.items()}}
+        run.save(result, args.out)
+        if args.png and threshold == PICKER_THRESHOLDS[0]:
+            name, keep = list(masks.items())[1]
+            m = max(micrographs, key=lambda m: np.count_nonzero(
+                m.kept(threshold) & ~keep[m.name]))
+            draw_removed(args.png, m, threshold, keep[m.name], name)
     print(json.dumps(result, indent=1))
 
 
