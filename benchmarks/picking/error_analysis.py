@@ -173,7 +173,7 @@ class Micrograph:
         xy = self.picks[fp, :2]
         classes = np.array(["background, %s" % TERCILES[t]
                             for t in self.local.brightness_tercile(xy)], dtype=object)
-        near_label = _nearest_distance(xy, self.labels) <= PARTICLE_RADIUS
+        near_label = nearest_distance(xy, self.labels) <= PARTICLE_RADIUS
         classes[near_label] = "off-centre"
         duplicate = np.array([_has_higher_neighbour(self.picks, i, tp) for i in fp],
                              dtype=bool)
@@ -196,11 +196,11 @@ class Micrograph:
         contrast = self.local.at(self.labels, "contrast")
         low = contrast[missed] < np.percentile(contrast, 25)
         classes[low] = "low contrast"
-        classes[_nearest_distance(xy, self.labels, exclude_self=True) < DIAMETER] = "crowded"
+        classes[nearest_distance(xy, self.labels, exclude_self=True) < DIAMETER] = "crowded"
         below = self.picks[~kept]
-        classes[_nearest_distance(xy, below[:, :2]) <= MATCH_RADIUS] = "scored too low"
+        classes[nearest_distance(xy, below[:, :2]) <= MATCH_RADIUS] = "scored too low"
         unmatched_kept = self.picks[kept & (self.assigned < 0)]
-        classes[_nearest_distance(xy, unmatched_kept[:, :2]) <= PARTICLE_RADIUS] = \
+        classes[nearest_distance(xy, unmatched_kept[:, :2]) <= PARTICLE_RADIUS] = \
             "taken by a neighbour's pick"
         classes[distance_inside(xy, self.shape, self.bands) < 0] = "artefact band"
         return classes, contrast[missed], contrast
@@ -216,7 +216,7 @@ def label_free_margin():
     return dict.fromkeys(EDGES, evaluate.BORDER)
 
 
-def _nearest_distance(xy, others, exclude_self=False):
+def nearest_distance(xy, others, exclude_self=False):
     if not len(others):
         return np.full(len(xy), np.inf)
     distances, _ = cKDTree(others).query(xy, k=2 if exclude_self else 1)

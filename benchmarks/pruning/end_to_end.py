@@ -142,7 +142,7 @@ def true_positive_classes(m, threshold):
     contrast = m.local.at(m.labels, "contrast")
     classes = np.full(len(tp), "other", dtype=object)
     classes[contrast[labels] < np.percentile(contrast, 25)] = "low contrast"
-    crowded = error_analysis._nearest_distance(m.labels, m.labels, exclude_self=True) < \
+    crowded = error_analysis.nearest_distance(m.labels, m.labels, exclude_self=True) < \
         error_analysis.DIAMETER
     classes[crowded[labels]] = "crowded"
     return tp, classes
