@@ -142,7 +142,8 @@ def run_preprocess(args):
     from ..engine.preprocess import preprocess_micrograph_files, save_png
     settings = preprocess_settings(args)
     if settings.flatten and not args.box:
-        raise InputError("--flatten needs --box, the particle box in micrograph pixels")
+        raise InputError("background flattening (--flatten, on with --no-preprocess) needs "
+                         "--box, the particle box in micrograph pixels; or give --flatten 0")
     RunOutputs(args, inputs=args.micrographs).folder(
         args.out, results=per_micrograph_results(args.micrographs, ".png"))
     processed = preprocess_micrograph_files(args.micrographs, settings, args.threads,

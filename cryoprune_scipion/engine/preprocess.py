@@ -52,6 +52,12 @@ class PreprocessSettings:
         return cls(working_size=working_size, wavelet="", wiener_size=0,
                    clahe_tiles=0, normalize=True, flatten=2.0)
 
+    @property
+    def robust(self):
+        """Normalised on the interior's median and MAD, to one grey scale for
+        all micrographs: after background flattening."""
+        return bool(self.flatten and self.normalize)
+
     def validate(self):
         if self.working_size < 0:
             raise InputError("working size must be 0 (keep) or a positive number of "
@@ -207,7 +213,7 @@ def preprocess(image, settings, box_size=0):
     if settings.clahe_tiles:
         image = clahe(image, settings.clahe_tiles, settings.clahe_clip)
     if settings.normalize:
-        image = robust_normalize(image) if settings.flatten else normalize(image)
+        image = robust_normalize(image) if settings.robust else normalize(image)
     return image, grid
 
 
@@ -223,11 +229,9 @@ def to_uint8(image, span=None):
 
 
 def preprocess_micrograph_file(path, settings, box_size=0):
-    """Read and preprocess one micrograph: the 8-bit working image and its grid.
-    Robustly normalised images keep one grey scale for all micrographs."""
+    """Read and preprocess one micrograph: the 8-bit working image and its grid."""
     image, grid = preprocess(read_micrograph(path), settings, box_size)
-    robust = settings.flatten and settings.normalize
-    return to_uint8(image, ROBUST_SPAN if robust else None), grid
+    return to_uint8(image, ROBUST_SPAN if settings.robust else None), grid
 
 
 def preprocess_micrograph_files(paths, settings, threads=1, box_size=0):

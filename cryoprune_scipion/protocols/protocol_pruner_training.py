@@ -1,4 +1,5 @@
 """Training of the PickerOptimizer particle/junk classifier."""
+import collections
 import glob
 import json
 import os
@@ -38,6 +39,14 @@ def prunedClasses(inputSet):
         return None
     return {row[JUNK_CLASS_ATTR]: row["COUNT"]
             for row in inputSet.aggregate(["COUNT"], JUNK_CLASS_ATTR, [JUNK_CLASS_ATTR])}
+
+
+def idsByPredictedClass(inputSet):
+    """{predicted class: ids of its items} of a pruned set, in one pass."""
+    ids = collections.defaultdict(set)
+    for item in inputSet.iterItems():
+        ids[getattr(item, JUNK_CLASS_ATTR).get()].add(item.getObjId())
+    return ids
 
 
 def describeSet(pointer):
@@ -281,10 +290,15 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
         class, linked, not copied. The windows each set gave go to the log
         and to the summary."""
         pointers = self._getInputPointers()
+        classSources = self._getClassSources()
+        split = {position for sources in classSources.values()
+                 for position, label in sources if label is not None}
+        idsByClass = {position: idsByPredictedClass(pointers[position].get())
+                      for position in split}
         perClass = {}
-        for name, sources in self._getClassSources().items():
+        for name, sources in classSources.items():
             folders = [(self._getSetWindowsDir(position),
-                        self._itemIds(pointers[position].get(), label))
+                        None if label is None else idsByClass[position][label])
                        for position, label in sources]
             windowsDir = self._getWindowsDir(name)
             pwutils.cleanPath(windowsDir)
@@ -490,14 +504,6 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
     def _countItems(inputSet, predicted):
         """Items of a set, or those of one predicted class."""
         return inputSet.getSize() if predicted is None else prunedClasses(inputSet)[predicted]
-
-    @staticmethod
-    def _itemIds(inputSet, predicted):
-        """Ids of the items of one predicted class; None (all) for a plain set."""
-        if predicted is None:
-            return None
-        return {item.getObjId() for item in inputSet
-                if getattr(item, JUNK_CLASS_ATTR).get() == predicted}
 
     def _readClassWindows(self):
         """{class: [[set, windows]]} written by the classes step; empty before."""
