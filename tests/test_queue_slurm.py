@@ -7,9 +7,10 @@ script must ask for no GPU when Use GPU is off; the 2D classification of
 its particles through the queue gives the classes of a local run.
 
 Skipped where SLURM cannot run: the script is not there, not root, the
-cluster does not come up within 90 s, or it does not run a probe job within
-60 s (a node that accepts jobs but never starts them). Every queued run has a
-deadline: Scipion itself waits for a queued job without end."""
+cluster does not come up within 90 s, or it does not run a probe job of
+QUEUE_CPUS cores within 60 s (a node that accepts jobs but never starts them,
+or has fewer cores: SLURM keeps such a job pending without end). Every queued
+run has a deadline: Scipion itself waits for a queued job without end."""
 import glob
 import json
 import os
@@ -36,6 +37,7 @@ START_TIMEOUT = 90  # seconds
 PROBE_TIMEOUT = 60  # seconds for a job of one `true` to complete
 QUEUE = "debug"
 PROTOCOL_TIMEOUT = 300  # seconds for a queued protocol, its waits in the queue included
+QUEUE_CPUS = 2  # --cpus-per-task of the classification job: its 2 threads
 
 # The facility's hosts.conf: SLURM, each job of a step submitted on its own.
 # Scipion's templates have no conditionals, so the submit command drops the
@@ -68,10 +70,14 @@ def start_slurm():
         return "%s not found" % os.path.normpath(LOCAL_SLURM)
     if os.geteuid() != 0:
         return "starting SLURM needs root"
+    # The script declares the node's cores with `nproc`, which obeys OMP_NUM_THREADS:
+    # importing ultralytics sets it to 1 in this process.
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
     # Output to a file, not a pipe: daemons and a hanging apt-get started by the
     # script would hold a pipe open past the timeout.
     with tempfile.TemporaryFile("w+") as output:
-        starting = subprocess.Popen(["bash", LOCAL_SLURM], stdout=output,
+        starting = subprocess.Popen(["bash", LOCAL_SLURM], stdout=output, env=environment,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         try:
             starting.wait(timeout=START_TIMEOUT)
@@ -86,9 +92,11 @@ def start_slurm():
 
 
 def run_probe_job():
-    """None when the cluster runs a trivial job to completion, else why not."""
-    submitted = subprocess.run(["sbatch", "--parsable", "--partition", QUEUE, "--output",
-                                "/dev/null", "--wrap", "true"], capture_output=True, text=True)
+    """None when the cluster runs a trivial job of QUEUE_CPUS cores to completion,
+    else why not."""
+    submitted = subprocess.run(["sbatch", "--parsable", "--partition", QUEUE,
+                                "--cpus-per-task", str(QUEUE_CPUS), "--output", "/dev/null",
+                                "--wrap", "true"], capture_output=True, text=True)
     if submitted.returncode != 0:
         return "sbatch refused a probe job: %s" % submitted.stderr.strip()[-300:]
     jobId = submitted.stdout.strip().split(";")[0]
@@ -100,7 +108,7 @@ def run_probe_job():
             break
         time.sleep(1)
     subprocess.run(["scancel", jobId], capture_output=True)
-    return "SLURM does not run jobs: a probe job is %s" % state
+    return "SLURM does not run jobs: a probe job of %d cores is %s" % (QUEUE_CPUS, state)
 
 
 def job_state(jobId):
@@ -161,9 +169,9 @@ class TestQueue(BaseTest):
                 break
             time.sleep(1)
         else:
-            self.proj.stopProtocol(prot)
             queue = subprocess.run(["squeue", "-h", "-o", "%i %j %T %r"], capture_output=True,
                                    text=True).stdout
+            self.proj.stopProtocol(prot)
             subprocess.run(["scancel", "--partition", QUEUE], capture_output=True)
             self.fail("%s did not end within %d s; the queue held: %s"
                       % (prot.getRunName(), PROTOCOL_TIMEOUT, queue.strip() or "nothing"))
@@ -206,7 +214,8 @@ class TestQueue(BaseTest):
         for queued in (False, True):
             prot = self.newProtocol(CryoPruneProtContrastive2D, numberOfClasses=2, epochs=1,
                                     batchSize=8, workingSize=32, alignIterations=1,
-                                    refinePasses=1, phaseFlip=False, useGpu=False)
+                                    refinePasses=1, phaseFlip=False, useGpu=False,
+                                    numberOfThreads=QUEUE_CPUS)
             prot.inputParticles.set(local)
             prot.inputParticles.setExtended("outputParticles")
             if queued:
@@ -216,7 +225,9 @@ class TestQueue(BaseTest):
             classes.append({p.getObjId(): p.getClassId() for c in prot.outputClasses
                             for p in c})
         self.assertEqual(classes[0], classes[1])
-        self.assertEqual(len(glob.glob(prot._getLogsPath("cryoprune*.job"))), 1)
+        script, = glob.glob(prot._getLogsPath("cryoprune*.job"))
+        with open(script) as f:
+            self.assertIn("--cpus-per-task=%d" % QUEUE_CPUS, f.read())
 
     def test_whole_protocol_through_sbatch(self):
         """QUEUE_FOR_JOBS = N: the protocol itself runs as one SLURM job."""
