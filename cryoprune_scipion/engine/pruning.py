@@ -522,6 +522,9 @@ def load(path, device="cpu"):
         raise InputError("%s: not a pruner trained by this plugin; train one first "
                          "(backbone weights alone cannot prune)" % path)
     metadata = json.loads(checkpoint["metadata"])
+    if not metadata["classes"]:
+        raise InputError("%s: a pretrained backbone without classes; train a pruner "
+                         "from it (initial weights) to prune" % path)
     network = build_network(metadata["backbone"], len(metadata["classes"]))
     network.load_state_dict(checkpoint["state_dict"])
     return network.to(device).eval(), metadata
