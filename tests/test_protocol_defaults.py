@@ -4,8 +4,7 @@ a GPU the protocols warn before the run and their jobs fall back to the CPU.
 The data are the smallest on which the defaults run: one simulated 512 x
 128 px micrograph (a 1024 x 256 working image, five 256 px tiles) and 20
 particle windows of 32 px. On two CPU cores the file takes about 4.5
-minutes, mostly YOLO's 100 epochs (about 2 minutes) and the base pruner
-that the pruner training makes first (about 1 minute)."""
+minutes, mostly YOLO's 100 epochs (about 2 minutes)."""
 import os
 from unittest import mock
 
@@ -122,10 +121,11 @@ class TestProtocolDefaults(BaseTest):
         model = training.outputModel
         self.assertEqual(model.getClassNames(), ["particle", "empty_ice"])
         self.assertEqual(model.getBoxSize(), BOX_SIZE)
-        # No ImageNet weights here: automatic made the base pruner and began there.
-        base = os.path.join(Plugin.getBasePrunerDir("resnet18"), MODEL_WEIGHTS)
-        self.assertTrue(os.path.isfile(base))
-        self.assertEqual(model.getMetadata()["initial_weights"], os.path.abspath(base))
+        # No ImageNet weights here: automatic trained from scratch, no base pruner made.
+        self.assertEqual(model.getMetadata()["initial_weights"], "")
+        self.assertFalse(os.path.exists(Plugin.getBasePrunerDir("resnet18")))
+        with open(training.getLogPaths()[0]) as log:
+            self.assertIn("No ImageNet weights of resnet18", log.read())
         self.assertGpuHandled(training)
 
         pruning = self.newProtocol(CryoPruneProtPickerOptimizer,

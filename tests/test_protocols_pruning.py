@@ -18,6 +18,7 @@ from cryoprune_scipion.objects import CryoPrunePrunerModel
 from cryoprune_scipion.wizards import CryoPruneBoxSizeWizard
 from cryoprune_scipion.protocols import (CryoPruneProtPickerOptimizer,
                                          CryoPruneProtPickerOptimizerTraining)
+from cryoprune_scipion.protocols.protocol_pruner_training import INIT_AUTOMATIC, INIT_BASE
 from cryoprune_scipion.protocols.protocol_pruning import repeatScores
 from coordinate_import import import_coordinates
 
@@ -280,6 +281,21 @@ class TestPickerOptimizer(BaseTest):
         training.inputBad.append(pwobj.Pointer(picks, extended="outputCoordinates"))
         errors = " ".join(training.validate())
         self.assertIn("scipion3 installb cryoprune-models", errors)
+
+    def test_base_pruner_only_when_chosen(self):
+        """Automatic starts from scratch without ImageNet weights (measured
+        best); the base pruner is made only when chosen."""
+        picks, _ = self.importCoordinates(TEST[:1], ["particle"], "base")
+        for initial, basePruner in ((INIT_AUTOMATIC, False), (INIT_BASE, True)):
+            training = self.newProtocol(CryoPruneProtPickerOptimizerTraining,
+                                        inputGood=picks.outputCoordinates,
+                                        initialWeights=initial)
+            training.inputBad.append(pwobj.Pointer(picks, extended="outputCoordinates"))
+            training._insertAllSteps()
+            steps = [step.funcName.get() for step in training._steps]
+            self.assertEqual("basePrunerStep" in steps, basePruner)
+            weights = training._getInitialWeightsFile()
+            self.assertEqual(weights is not None and "base-pruner" in weights, basePruner)
 
     def test_second_round_takes_junk_from_the_discarded_picks(self):
         """A second round in a few clicks: the good examples, coordinates of

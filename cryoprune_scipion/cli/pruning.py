@@ -77,8 +77,8 @@ def add_commands(commands):
     prune.set_defaults(run=run_prune)
 
     base = commands.add_parser(
-        "base-pruner", help="pretrain a pruner on simulated windows, the starting point "
-                            "of train-pruner when no ImageNet weights are installed")
+        "base-pruner", help="pretrain a pruner on simulated windows, a starting point "
+                            "for train-pruner --initial-weights without any download")
     base.add_argument("--out", required=True, metavar="DIR",
                       help="writes DIR/model.pt and DIR/model.json")
     base.add_argument("--backbone", default=TrainSettings.backbone)

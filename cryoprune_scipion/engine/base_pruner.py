@@ -1,9 +1,10 @@
 """The base pruner: a PickerOptimizer network pretrained on windows of
 simulated micrographs (particles, ice, carbon edges, aggregates, empty
-background), so that pruner training has a cryo-EM starting point without
-any download. It stands in for the paper's cryo-EM pretraining stage when no
-ImageNet weights are installed; training a pruner from it reuses its
-features and replaces its classifier.
+background), so that pruner training can have a cryo-EM starting point
+without any download, standing in for the paper's cryo-EM pretraining stage;
+training a pruner from it reuses its features and replaces its classifier.
+On real beta-galactosidase windows it scored below training from scratch
+(BENCHMARKS.md, pretraining over seeds), so it is a choice, not the default.
 """
 import dataclasses
 

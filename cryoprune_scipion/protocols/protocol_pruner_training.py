@@ -22,7 +22,7 @@ from .class_names import NAME_PATTERN, namesFromInputs
 OUTPUT_MODEL = "outputModel"
 BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
              "mobilenet_v3_large", "efficientnet_b0", "densenet121"]
-INIT_SCRATCH, INIT_IMAGENET, INIT_MODEL, INIT_AUTOMATIC = 0, 1, 2, 3
+INIT_SCRATCH, INIT_IMAGENET, INIT_MODEL, INIT_AUTOMATIC, INIT_BASE = 0, 1, 2, 3, 4
 VALIDATION_FILE = "validation.json"
 CLASS_WINDOWS_FILE = "class_windows.json"
 
@@ -185,19 +185,23 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
         form.addSection(label="Training")
         form.addParam("initialWeights", params.EnumParam, default=INIT_AUTOMATIC,
                       choices=["from scratch", "ImageNet (model folder)",
-                               "earlier pruner model", "automatic"],
+                               "earlier pruner model", "automatic",
+                               "base pruner (simulated windows)"],
                       label="Initial weights",
                       help="Automatic (the start): the backbone's ImageNet weights "
-                           "when they are in the plugin's model folder, otherwise the "
-                           "base pruner, a network pretrained on simulated micrograph "
-                           "windows (particles, ice, carbon, aggregates, empty "
-                           "background); made once by this protocol in the model "
-                           "folder (about a minute on a CPU for ResNet-18), or "
-                           "beforehand with `scipion3 installb cryoprune-models`. "
+                           "when they are in the plugin's model folder, otherwise "
+                           "from scratch, which on real beta-galactosidase windows "
+                           "did as well as any other start without ImageNet "
+                           "(BENCHMARKS.md, pretraining over seeds). "
                            "ImageNet: the backbone's weights in the model folder "
                            "(installed by `scipion3 installb cryoprune-models`). "
                            "Earlier pruner: continue from the output of a previous "
-                           "training. Nothing is downloaded.")
+                           "training. Base pruner: a network pretrained on simulated "
+                           "micrograph windows (particles, ice, carbon, aggregates, "
+                           "empty background), made once by this protocol in the "
+                           "model folder (about a minute on a CPU for ResNet-18) or "
+                           "by `scipion3 installb cryoprune-models`; it scored below "
+                           "from scratch on real windows. Nothing is downloaded.")
         form.addParam("inputModel", params.PointerParam, pointerClass="CryoPrunePrunerModel",
                       condition="initialWeights == %d" % INIT_MODEL, allowsNull=True,
                       label="Pruner model to start from",
@@ -255,7 +259,7 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
         for position in range(len(self._getInputPointers())):
             self._insertFunctionStep(self.windowsStep, position)
         self._insertFunctionStep(self.classesStep, needsGPU=False)
-        if self.initialWeights == INIT_AUTOMATIC:
+        if self.initialWeights == INIT_BASE:
             self._insertFunctionStep(self.basePrunerStep)
         self._insertFunctionStep(self.trainStep)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
@@ -310,13 +314,12 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
             json.dump(perClass, f, indent=1)
 
     def basePrunerStep(self):
-        """Make the base pruner of the backbone when automatic initial
-        weights find neither ImageNet weights nor a base pruner made before."""
+        """Make the base pruner of the backbone unless made before."""
         weights = self._getInitialWeightsFile()
         if os.path.isfile(weights):
             self.info("Initial weights: %s" % weights)
             return
-        self.info("No ImageNet weights of %s in %s: making the base pruner first"
+        self.info("No base pruner of %s in %s: making it first"
                   % (self._getBackbone(), Plugin.getModelsDir()))
         self.runCryoprune("base-pruner", "--out %s --backbone %s"
                           % (self._getBasePrunerDir(), self._getBackbone()))
@@ -335,6 +338,9 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
         weights = self._getInitialWeightsFile()
         if weights:
             args.append("--initial-weights %s" % os.path.abspath(weights))
+        elif self.initialWeights == INIT_AUTOMATIC:
+            self.info("No ImageNet weights of %s in %s: training from scratch"
+                      % (self._getBackbone(), Plugin.getModelsDir()))
         self.runCryoprune("train-pruner", " ".join(args))
 
     def createOutputStep(self):
@@ -524,11 +530,10 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
         return self.getEnumText("backbone")
 
     def _getInitialWeightsFile(self):
-        if self.initialWeights == INIT_AUTOMATIC:
-            return (backboneWeights(self._getBackbone())
-                    or self._getBasePrunerDir(MODEL_WEIGHTS))
-        if self.initialWeights == INIT_IMAGENET:
+        if self.initialWeights in (INIT_AUTOMATIC, INIT_IMAGENET):
             return backboneWeights(self._getBackbone())
+        if self.initialWeights == INIT_BASE:
+            return self._getBasePrunerDir(MODEL_WEIGHTS)
         if self.initialWeights == INIT_MODEL:
             return self.inputModel.get().getFileName()
         return None

@@ -1,0 +1,177 @@
+"""Pretraining benchmark (issue 12): which starting point helps the pruner on
+real beta-galactosidase windows, over seeds.
+
+    nice -n 10 python benchmarks/pruning/pretraining.py \\
+        --picks benchmarks/work/picking/cryoprune_none/picks [--seeds 0 1 2]
+        [--shots 10 50 200] [--table]
+
+Initialisations, each trained as run.py's "this method" row (aux branch
+0.5, 48 px windows and network input, run.py's epochs) on 10, 50 and 200
+examples per class of the 4 training micrographs, tested on the 1,600
+windows of the 16 test micrographs (run.py's caches):
+  random init      from scratch;
+  simulated base   run.py's base model (`engine.base_pruner` on simulated
+                   micrographs);
+  self-supervised  self_supervised.py (SimCLR) on the user's unlabelled
+                   picks: windows at the picker's picks (confidence >= 0.01,
+                   `benchmarks/picking/run_cryoprune.py`) on all 20
+                   micrographs, PICKS_PER_MICROGRAPH drawn at random per
+                   micrograph, without labels. They include the test
+                   micrographs, as a user's own picks do: the windows a user
+                   prunes are the ones available before labelling.
+ImageNet weights are not available offline here, so they have no row.
+The self-supervised model is pretrained once (seed 0) and shared by the
+classifier seeds; the seeds change the examples drawn, the classifier's
+initial head and the augmentations.
+
+Writes benchmarks/pruning/results_pretraining.json after every row; a
+rerun skips the rows already there. CPU, one thread.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data  # noqa: E402
+import run  # noqa: E402
+import self_supervised  # noqa: E402
+
+from cryoprune_scipion.engine.io import read_coordinates, read_micrograph  # noqa: E402
+from cryoprune_scipion.engine.windows import extract_windows  # noqa: E402
+
+RESULTS = os.path.join(run.HERE, "results_pretraining.json")
+PICKS_PER_MICROGRAPH = 120
+SELF_SUPERVISED = self_supervised.PretrainSettings(input_size=run.SIZE, epochs=3, batch=64,
+                                               seed=0)
+INITIALISATIONS = ("random init", "simulated base", "self-supervised")
+METRICS = ("accuracy", "f1", "roc_auc")
+
+
+def unlabelled_windows(picks_folder, seed=0):
+    """Windows at picks drawn at random on every micrograph, no labels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in data.micrograph_names():
+        picks = read_coordinates(os.path.join(picks_folder, name + ".csv"))
+        centres = np.array([[p["x"], p["y"]] for p in picks])
+        centres = centres[rng.permutation(len(centres))[:PICKS_PER_MICROGRAPH]]
+        micrograph = read_micrograph(os.path.join(data.DATA, "micrographs", name + ".jpg"))
+        windows, _ = extract_windows(micrograph, centres, data.BOX)
+        out.append(data.downsample(windows, run.SIZE))
+    return {"windows": np.concatenate(out)}
+
+
+def self_supervised_model(picks_folder):
+    path = os.path.join(run.WORK, "self_supervised", "model.pt")
+    if os.path.exists(path):
+        return path
+    windows = run.cached("unlabelled_picks", lambda: unlabelled_windows(picks_folder))
+    start = time.time()
+    network, metadata = self_supervised.pretrain(windows["windows"], SELF_SUPERVISED,
+                                             log=logging.info)
+    metadata["pretraining"]["seconds"] = round(time.time() - start, 1)
+    return self_supervised.save(network, metadata, os.path.dirname(path))
+
+
+def mean_sd(values):
+    return [round(float(np.mean(values)), 4),
+            round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else None]
+
+
+def summary(rows):
+    """Mean and standard deviation over seeds of each metric, and of its
+    difference from random init at the same seed (the same examples drawn):
+    "f1_gain" etc."""
+    out = {}
+    for n, by_init in rows.items():
+        for init, by_seed in by_init.items():
+            row = {"seeds": len(by_seed)}
+            for m in METRICS:
+                row[m] = mean_sd([r[m] for r in by_seed.values()])
+                if init != "random init":
+                    baseline = by_init.get("random init", {})
+                    gains = [r[m] - baseline[s][m] for s, r in by_seed.items()
+                             if s in baseline]
+                    row[m + "_gain"] = mean_sd(gains) if gains else None
+            out.setdefault(n, {})[init] = row
+    return out
+
+
+def cell(value):
+    return "%.3f" % value[0] if value[1] is None else "%.3f ± %.3f" % tuple(value)
+
+
+def table(results, seeds):
+    """The summary of the given seeds (those run of them)."""
+    rows = {n: {init: {s: r for s, r in by_seed.items() if int(s) in seeds}
+                for init, by_seed in by_init.items()}
+            for n, by_init in results["rows"].items()}
+    lines = ["| examples per class | initialisation | seeds | accuracy | F1 | ROC AUC | "
+             "F1 gain over random init (same seed) |", "|---|---|---|---|---|---|---|"]
+    for n, by_init in summary(rows).items():
+        for init, row in by_init.items():
+            gain = row.get("f1_gain")
+            lines.append("| %s | %s | %d | %s | %s |" % (
+                n, init, row["seeds"], " | ".join(cell(row[m]) for m in METRICS),
+                "%+.3f ± %.3f" % tuple(gain) if gain and gain[1] is not None else "-"))
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--picks", default=os.path.join(run.HERE, "..", "work", "picking",
+                                                        "cryoprune_none", "picks"),
+                        help="folder of the picker's picks (CSV per micrograph)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--shots", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--table", action="store_true",
+                        help="print the Markdown table of --seeds")
+    args = parser.parse_args()
+    if args.table:
+        with open(RESULTS) as f:
+            print(table(json.load(f), args.seeds))
+        return
+    import torch
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S")
+    names = data.micrograph_names()
+    train = run.cached("real_train", lambda: data.real_windows(names[:4], 60, run.SIZE, 0))
+    test = run.cached("real_test", lambda: data.real_windows(names[4:], 25, run.SIZE, 1))
+    x_test, y_test = run.test_arrays(test, data.REAL_CLASSES)
+    initial = {"random init": None, "simulated base": run.pretrain_base(False),
+               "self-supervised": self_supervised_model(args.picks)}
+    results = {"rows": {}}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            results = json.load(f)
+    with np.load(os.path.join(run.WORK, "unlabelled_picks.npz")) as f:
+        n_unlabelled = len(f["windows"])
+    results["settings"] = {
+        "network_input_px": run.SIZE, "backbone": "resnet18", "aux_weight": 0.5,
+        "test_windows": len(y_test), "unlabelled_windows": n_unlabelled,
+        "self_supervised": vars(SELF_SUPERVISED),
+        "torch_threads": torch.get_num_threads()}
+    # Seeds inside shots: a partial run has every initialisation at the
+    # smallest shot count first.
+    for n in args.shots:
+        for seed in args.seeds:
+            for init in INITIALISATIONS:
+                by_seed = results["rows"].setdefault(str(n), {}).setdefault(init, {})
+                if str(seed) in by_seed:
+                    continue
+                by_seed[str(seed)] = run.cnn_row(train, data.REAL_CLASSES, n, x_test, y_test,
+                                                 initial[init], 0.5, seed=seed)
+                logging.info("n=%d seed %d %s: %s", n, seed, init,
+                             {m: by_seed[str(seed)][m] for m in METRICS + ("train_seconds",)})
+                results["summary"] = summary(results["rows"])
+                run.save(results, RESULTS)
+
+
+if __name__ == "__main__":
+    main()
