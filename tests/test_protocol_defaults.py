@@ -3,8 +3,8 @@ inputs set, as a new user would: "Use GPU" stays on, so on a machine without
 a GPU the protocols warn before the run and their jobs fall back to the CPU.
 The data are the smallest on which the defaults run: one simulated 512 x
 128 px micrograph (a 1024 x 256 working image, five 256 px tiles) and 20
-particle windows of 32 px. On two CPU cores the file takes about 4.5
-minutes, mostly YOLO's 100 epochs (about 2 minutes)."""
+particle windows of 32 px. On two CPU cores the file takes a few minutes,
+mostly YOLO's 100 epochs (about 2 minutes)."""
 import os
 from unittest import mock
 
