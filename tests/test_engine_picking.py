@@ -131,6 +131,11 @@ def test_picks_land_on_the_particles_of_unseen_micrographs(trained_picker):
                             [(p["x"], p["y"]) for p in truth[path]], radius=12,
                             scores=[float(p["score"]) for p in picks])
         assert score.f1 > 0.7, "%s: %s" % (path, score.as_dict())
+        # one pick per particle, not one per view: no two picks within a quarter box
+        centres = np.array([(p["x"], p["y"]) for p in picks])
+        distances = np.hypot(*(centres[:, None] - centres[None]).T)
+        np.fill_diagonal(distances, np.inf)
+        assert distances.min() > 16, "%s: two picks %.1f px apart" % (path, distances.min())
 
 
 def test_pick_refuses_a_missing_model_and_a_corrupt_micrograph(trained_picker, tmp_path, capsys):

@@ -206,9 +206,10 @@ def pick(model, micrographs, out):
 
 
 def configuration(work, snr, views, n_annotated, n_test, epochs, extra, name,
-                  earlier=None):
+                  earlier=None, repick=False):
     """Train, pick and score one row; with `earlier` (the row's results of an
-    earlier run) only score the picks that run left in the work folder."""
+    earlier run) only score the picks that run left in the work folder, or
+    with `repick` pick again with its model first (the current `pick`)."""
     folder = os.path.join(work, "snr%g_%s" % (snr, "_".join(views)))
     coords = os.path.join(folder, "coords")
     annotated = simulate(folder, snr, n_annotated, TRAIN_SEED, views)
@@ -224,6 +225,7 @@ def configuration(work, snr, views, n_annotated, n_test, epochs, extra, name,
         epochs, extra = training["epochs"], earlier["settings"]["extra"]
     else:
         training = train(annotated, coords, model_dir, epochs, extra)
+    if repick or not earlier:
         pick_wall, pick_cpu = pick(model, test + [p for p in validation if p not in test],
                                    picks_dir)
         picking = {"wall": round(pick_wall), "cpu": round(pick_cpu),
@@ -309,6 +311,9 @@ def main(argv=None):
                         help="only print the Markdown table of --out")
     parser.add_argument("--rescore", action="store_true",
                         help="only score again the picks of rows already in --out")
+    parser.add_argument("--repick", metavar="RESULTS",
+                        help="pick again with the models of the rows of RESULTS (the "
+                             "current `pick`) and score them into --out")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further train-picker arguments")
     args = parser.parse_args(argv)
@@ -327,6 +332,15 @@ def main(argv=None):
     results["simulation"] = {"shape": SHAPE, "pixel_size": PIXEL_SIZE,
                              "particles_per_micrograph": N_PARTICLES,
                              "match_radius_px": round(RADIUS, 1)}
+    if args.repick:
+        with open(args.repick) as handle:
+            earlier = json.load(handle)["rows"]
+        for name, row in earlier.items():
+            results["rows"][name] = configuration(
+                args.work, row["snr"], row["views"], row["annotated_micrographs"],
+                row["test_micrographs"], None, None, name, row, repick=True)
+            save(results, args.out)
+        return
     for snr in args.snr:
         for n_annotated in args.annotated:
             name = "snr%g_annotated%d%s" % (snr, n_annotated, args.label)

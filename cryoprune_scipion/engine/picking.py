@@ -556,7 +556,9 @@ def load_network(model_path):
 def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.iou,
          max_det=Detection.max_det, border=None, gpu_ids=(), threads=1, chunk=8):
     """Detect particles; yields (micrograph path, picks) in input order, picks
-    being dicts x, y (micrograph pixels), score, class, best first.
+    being dicts x, y (micrograph pixels), score, class, best first. Boxes are
+    suppressed across classes: a particle gets one pick, of its likeliest
+    view, not one per view.
 
     Picks closer than `border` px to the micrograph edge are dropped (default
     half the model's box: such boxes cannot be extracted whole)."""
@@ -574,8 +576,8 @@ def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.i
         for path, (image, grid) in zip(paths, processed):
             result = network.predict(np.repeat(image[..., None], 3, axis=2),
                                      imgsz=_network_size(image.shape), conf=threshold, iou=iou,
-                                     max_det=max_det, device=ultralytics_device(gpu_ids),
-                                     verbose=False)[0]
+                                     agnostic_nms=True, max_det=max_det,
+                                     device=ultralytics_device(gpu_ids), verbose=False)[0]
             picks = _detections_to_picks(result, grid, metadata["classes"])
             yield path, away_from_edges(picks, grid.original_shape, border)
         timing["inference"] += time.perf_counter() - began
