@@ -149,7 +149,8 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
                            "the YOLOv5 KLH picking study; Yes to start. No: only "
                            "resize, flatten the background (ice, carbon) and "
                            "normalise on the micrograph's interior; picks better on "
-                           "already denoised micrographs. Picking repeats what "
+                           "already denoised micrographs, but tells views apart "
+                           "worse on raw ones (BENCHMARKS.md). Picking repeats what "
                            "training did.")
         form.addParam("workingSize", params.IntParam, default=PREPROCESS.working_size,
                       validators=[params.GE(0)], label="Working size (px)",
