@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import sys
 
 import numpy as np
@@ -49,7 +48,7 @@ from run_topaz import run_timed  # noqa: E402
 from cryoprune_scipion.engine.io import (read_coordinates, read_model_metadata,  # noqa: E402
                                          write_micrograph, write_table)
 from cryoprune_scipion.engine.metrics import assign_picks  # noqa: E402
-from cryoprune_scipion.engine.picking import PickerTraining  # noqa: E402
+from cryoprune_scipion.engine.picking import PickerTraining, split_micrographs  # noqa: E402
 from cryoprune_scipion.engine import simulate as simulation  # noqa: E402
 
 CLI = [sys.executable, "-m", "cryoprune_scipion.cli"]
@@ -93,14 +92,12 @@ def stem(path):
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def validation_micrographs(annotated):
-    """The annotated micrographs the training validated on, drawn as
-    `write_yolo_dataset` draws them (its dataset is removed after training):
-    the training micrographs themselves when none could be held out."""
-    paths = sorted(annotated)
-    random.Random(PickerTraining.seed).shuffle(paths)
-    n_val = int(round(len(paths) * PickerTraining.val_fraction))
-    return paths if n_val in (0, len(paths)) else paths[:n_val]
+def validation_micrographs(annotated, extra):
+    """The annotated micrographs the training validated on (its dataset is
+    removed after training), drawn with the training's seed: the training
+    micrographs themselves when none could be held out."""
+    seed = int(extra[extra.index("--seed") + 1]) if "--seed" in extra else PickerTraining.seed
+    return split_micrographs(annotated, PickerTraining.val_fraction, seed)["val"]
 
 
 def matched_picks(picks_dir, truth_dir, paths, one_per_particle=False):
@@ -217,13 +214,13 @@ def configuration(work, snr, views, n_annotated, n_test, epochs, extra, name,
     run_dir = os.path.join(work, name)
     model_dir = os.path.join(run_dir, "model")
     model = os.path.join(model_dir, "model.pt")
-    validation = validation_micrographs(annotated)
-    held_out = len(validation) < len(annotated)
     picks_dir = os.path.join(run_dir, "picks")
     if earlier:
         training, picking = earlier["training"], earlier["pick_seconds"]
         epochs, extra = training["epochs"], earlier["settings"]["extra"]
-    else:
+    validation = validation_micrographs(annotated, extra)
+    held_out = len(validation) < len(annotated)
+    if not earlier:
         training = train(annotated, coords, model_dir, epochs, extra)
     if repick or not earlier:
         pick_wall, pick_cpu = pick(model, test + [p for p in validation if p not in test],

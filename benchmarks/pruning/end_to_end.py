@@ -59,9 +59,7 @@ def pruner():
     if os.path.exists(path):
         return pruning.load(path) + (0.0,)
     start = time.time()
-    names = data.micrograph_names()
-    train_windows = run.cached("real_train", lambda: data.real_windows(
-        names[:evaluate.N_TRAIN], 60, run.SIZE, seed=0))
+    train_windows, _ = run.real_windows()
     settings = pruning.TrainSettings(input_size=run.SIZE, few_shot=SHOTS, aux_weight=0.5,
                                      epochs=run.epochs_for(int(0.8 * SHOTS * 4)), batch=32)
     network, metadata = pruning.train(run.as_dataset(train_windows, data.REAL_CLASSES),

@@ -140,9 +140,7 @@ def main():
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
-    names = data.micrograph_names()
-    train = run.cached("real_train", lambda: data.real_windows(names[:4], 60, run.SIZE, 0))
-    test = run.cached("real_test", lambda: data.real_windows(names[4:], 25, run.SIZE, 1))
+    train, test = run.real_windows()
     x_test, y_test = run.test_arrays(test, data.REAL_CLASSES)
     initial = {"random init": None, "simulated base": run.pretrain_base(False),
                "self-supervised": self_supervised_model(args.picks)}

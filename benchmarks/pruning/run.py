@@ -49,6 +49,17 @@ def cached(name, make, quick=False):
         return {k: f[k] for k in f.files}
 
 
+def real_windows(quick=False):
+    """(training, test) windows of the real micrographs, cached: the training
+    windows from the first 4 micrographs, the test windows from the last 16."""
+    names = data.micrograph_names()
+    train = cached("real_train", lambda: data.real_windows(
+        names[:4], 5 if quick else 60, SIZE, seed=0), quick)
+    test = cached("real_test", lambda: data.real_windows(
+        names[4:], 3 if quick else 25, SIZE, seed=1), quick)
+    return train, test
+
+
 def as_dataset(windows, classes):
     return pruning.Dataset(list(classes), [windows[c] for c in classes])
 
@@ -160,12 +171,8 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
     output = os.path.join(WORK, "results_quick.json") if args.quick else RESULTS
-    names = data.micrograph_names()
     per_mic_train = 5 if args.quick else 60
-    real_train = cached("real_train", lambda: data.real_windows(
-        names[:4], per_mic_train, SIZE, seed=0), args.quick)
-    real_test = cached("real_test", lambda: data.real_windows(
-        names[4:], 3 if args.quick else 25, SIZE, seed=1), args.quick)
+    real_train, real_test = real_windows(args.quick)
     x_test, y_test = test_arrays(real_test, data.REAL_CLASSES)
     results = {"settings": {"window_box_px": data.BOX, "particle_diameter_px": data.DIAMETER,
                             "network_input_px": SIZE, "backbone": "resnet18",

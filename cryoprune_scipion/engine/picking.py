@@ -200,6 +200,18 @@ def cut_tiles(image, labels_xy, class_ids, box_working, tile):
             yield (top, left), piece, labels
 
 
+def split_micrographs(paths, val_fraction, seed):
+    """{"train": paths, "val": paths} drawn by `seed`; the training
+    micrographs themselves (the same list) validate when too few are given to
+    hold some out."""
+    paths = sorted(paths)
+    random.Random(seed).shuffle(paths)
+    n_val = int(round(len(paths) * val_fraction))
+    if n_val == 0 or n_val == len(paths):
+        return {"train": paths, "val": paths}
+    return {"train": paths[n_val:], "val": paths[:n_val]}
+
+
 def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
                        val_fraction=0.2, tile=0, threads=1, seed=0):
     """Tiles of the preprocessed micrographs and their YOLO labels under
@@ -212,17 +224,12 @@ def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
     the number of micrographs in each split (0 validation micrographs when
     too few to hold some out: then the training micrographs validate).
     """
-    paths = sorted(labelled)
-    random.Random(seed).shuffle(paths)
-    n_val = int(round(len(paths) * val_fraction))
-    if n_val == 0 or n_val == len(paths):
+    splits = split_micrographs(labelled, val_fraction, seed)
+    held_out = 0 if splits["val"] is splits["train"] else len(splits["val"])
+    if not held_out:
         logger.info("%d labelled micrograph(s): too few to hold some out, validating "
-                    "on the training micrographs", len(paths))
-        splits = {"train": paths, "val": paths}
-        held_out = 0
-    else:
-        splits = {"train": paths[n_val:], "val": paths[:n_val]}
-        held_out = n_val
+                    "on the training micrographs", len(labelled))
+    paths = sorted(labelled)
     processed = dict(zip(paths, preprocess_micrograph_files(paths, settings, threads,
                                                             box_size)))
     for path, (_, grid) in processed.items():
