@@ -10,8 +10,10 @@ from cryoprune_scipion.cli import main as cryoprune
 from cryoprune_scipion.engine.io import (InputError, read_coordinates, write_micrograph,
                                          write_table)
 from cryoprune_scipion.engine.metrics import assign_picks, match_picks, score_picks
-from cryoprune_scipion.engine.picking import (centres_to_micrograph, read_training_coordinates,
-                                              tile_origins, write_yolo_dataset)
+from cryoprune_scipion.engine.picking import (centres_to_micrograph, dihedral_copies,
+                                              dihedral_copy, from_copy, fuse_copies,
+                                              read_training_coordinates, tile_origins,
+                                              write_yolo_dataset)
 from cryoprune_scipion.engine.preprocess import PreprocessSettings, WorkingGrid
 from cryoprune_scipion.engine.simulate import simulate_micrograph
 
@@ -116,14 +118,16 @@ def test_training_writes_the_model_and_its_metadata(trained_picker):
     assert len(epochs) == 25  # patience (30) is longer than the run
 
 
-def test_picks_land_on_the_particles_of_unseen_micrographs(trained_picker):
+@pytest.mark.parametrize("tta", [1, 8])
+def test_picks_land_on_the_particles_of_unseen_micrographs(trained_picker, tta):
     root, micrographs, truth = trained_picker
     held_out = micrographs[5:]
+    picks_dir = root / ("picks_tta%d" % tta)
     assert cryoprune(["pick", "--model", str(root / "model" / "model.pt"),
-                      "--micrographs", *held_out, "--out", str(root / "picks"),
-                      "--threshold", "0.1"]) == 0
+                      "--micrographs", *held_out, "--out", str(picks_dir),
+                      "--threshold", "0.1", "--tta", str(tta)]) == 0
     for path in held_out:
-        csv_path = root / "picks" / (os.path.basename(path)[:-4] + ".csv")
+        csv_path = picks_dir / (os.path.basename(path)[:-4] + ".csv")
         assert open(csv_path).readline().strip() == "x,y,score,class"
         picks = read_coordinates(str(csv_path))
         assert {p["class"] for p in picks} <= {"side", "top"}
@@ -148,6 +152,30 @@ def test_pick_refuses_a_missing_model_and_a_corrupt_micrograph(trained_picker, t
     assert cryoprune(["pick", "--model", str(root / "model" / "model.pt"), "--micrographs",
                       str(corrupt), "--out", str(tmp_path / "picks")]) == 2
     assert "corrupt.mrc: cannot read the image" in capsys.readouterr().err
+
+
+def test_each_copy_of_test_time_augmentation_maps_back_to_the_micrograph():
+    image = np.zeros((50, 70))
+    image[12, 33] = 1
+    for turns, mirror in dihedral_copies(8):
+        copy = dihedral_copy(image, turns, mirror)
+        row, column = np.unravel_index(copy.argmax(), copy.shape)
+        back = from_copy([[column + 0.5, row + 0.5]], image.shape, turns, mirror)
+        assert back.tolist() == [[33.5, 12.5]], (turns, mirror)
+    assert len(set(dihedral_copies(8))) == 8 and dihedral_copies(2) == [(0, False), (0, True)]
+
+
+def test_fused_scores_are_means_over_the_copies_with_a_miss_counted_as_zero():
+    first = (np.array([[100.0, 100.0], [104.0, 100.0], [300.0, 300.0]]),
+             np.array([0.8, 0.3, 0.4]), np.array([0, 1, 1]))
+    second = (np.array([[102.0, 100.0]]), np.array([0.6]), np.array([1]))
+    centres, scores, classes = fuse_copies([first, second], radius=16)
+    assert scores.tolist() == pytest.approx([0.7, 0.2])
+    # the weaker pick of the first copy 4 px away is the same particle, not a third
+    assert centres[0].tolist() == pytest.approx([(0.8 * 100 + 0.6 * 102) / 1.4, 100.0])
+    assert classes.tolist() == [0, 1]
+    empty = (np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=int))
+    assert len(fuse_copies([empty, empty], radius=16)[1]) == 0
 
 
 def test_picks_near_the_edge_are_dropped():

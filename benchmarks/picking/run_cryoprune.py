@@ -26,6 +26,7 @@ import evaluate  # noqa: E402
 from run_topaz import run_timed  # noqa: E402
 
 from cryoprune_scipion.engine.io import read_model_metadata  # noqa: E402
+from cryoprune_scipion.engine.picking import TTA_COPIES, Detection  # noqa: E402
 from cryoprune_scipion.engine.preprocess import (PreprocessSettings,  # noqa: E402
                                                  preprocess_micrograph_files)
 
@@ -57,6 +58,8 @@ def main(argv=None):
     parser.add_argument("--box", type=int, default=128,
                         help="box in micrograph pixels (particle diameter 108 px)")
     parser.add_argument("--model", default="yolov8n")
+    parser.add_argument("--tta", type=int, default=Detection.tta, choices=TTA_COPIES,
+                        help="pick's test-time augmentation copies")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further train-picker arguments")
     args = parser.parse_args(argv)
@@ -80,7 +83,8 @@ def main(argv=None):
     for part, paths in (("train", train), ("test", test)):
         timings[part] = run_timed(CLI + [
             "pick", "--model", model, "--micrographs", *paths, "--out", picks_dir,
-            "--threshold", str(PICK_CONFIDENCE), "--device", "cpu", "--threads", "1"])
+            "--threshold", str(PICK_CONFIDENCE), "--tta", str(args.tta), "--device", "cpu",
+            "--threads", "1"])
     preprocess_cpu = preprocessing_cpu_seconds(model, test)
 
     train_stems = [evaluate.stem(p) for p in train]
@@ -108,7 +112,8 @@ def main(argv=None):
         "settings": {"model": args.model, "box": args.box, "epochs": args.epochs,
                      "tile": metadata.get("tile"),
                      "preprocessing": metadata["preprocessing"],
-                     "pick_confidence": PICK_CONFIDENCE, "extra": args.extra},
+                     "pick_confidence": PICK_CONFIDENCE, "tta": args.tta,
+                     "extra": args.extra},
     })
     evaluate.save_result(result, args.out)
 

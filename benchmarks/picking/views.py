@@ -31,6 +31,8 @@ go to results_views.json beside this script, rewritten after each row.
     cd REPO && nice -n 10 .venv/bin/python benchmarks/picking/views.py --epochs 40
     nice -n 10 .venv/bin/python benchmarks/picking/views.py --epochs 100 --snr 1 0.1 \
         --annotated 4 --views top side oblique --label _3views_100epochs
+    nice -n 10 .venv/bin/python benchmarks/picking/views.py --repick \
+        benchmarks/picking/results_views_seeds.json --tta 8 --out RESULTS  # same models
     python benchmarks/picking/views.py --table     # the table of BENCHMARKS.md
 """
 import argparse
@@ -196,17 +198,19 @@ def train(annotated, coords, model_dir, epochs, extra):
     return {"wall_seconds": round(wall), "cpu_seconds": round(cpu)}
 
 
-def pick(model, micrographs, out):
+def pick(model, micrographs, out, tta):
     return run_timed(CLI + ["pick", "--model", model, "--micrographs", *micrographs,
                             "--out", out, "--threshold", str(PICK_CONFIDENCE),
-                            "--device", "cpu", "--threads", "1", "--overwrite"])
+                            "--tta", str(tta), "--device", "cpu", "--threads", "1",
+                            "--overwrite"])
 
 
 def configuration(work, snr, views, n_annotated, n_test, epochs, extra, name,
-                  earlier=None, repick=False):
+                  earlier=None, repick=False, tta=1):
     """Train, pick and score one row; with `earlier` (the row's results of an
     earlier run) only score the picks that run left in the work folder, or
-    with `repick` pick again with its model first (the current `pick`)."""
+    with `repick` pick again with its model first (the current `pick`).
+    `tta` > 1: picks with test-time augmentation, in a folder of their own."""
     folder = os.path.join(work, "snr%g_%s" % (snr, "_".join(views)))
     coords = os.path.join(folder, "coords")
     annotated = simulate(folder, snr, n_annotated, TRAIN_SEED, views)
@@ -214,7 +218,7 @@ def configuration(work, snr, views, n_annotated, n_test, epochs, extra, name,
     run_dir = os.path.join(work, name)
     model_dir = os.path.join(run_dir, "model")
     model = os.path.join(model_dir, "model.pt")
-    picks_dir = os.path.join(run_dir, "picks")
+    picks_dir = os.path.join(run_dir, "picks" if tta == 1 else "picks_tta%d" % tta)
     if earlier:
         training, picking = earlier["training"], earlier["pick_seconds"]
         epochs, extra = training["epochs"], earlier["settings"]["extra"]
@@ -224,7 +228,7 @@ def configuration(work, snr, views, n_annotated, n_test, epochs, extra, name,
         training = train(annotated, coords, model_dir, epochs, extra)
     if repick or not earlier:
         pick_wall, pick_cpu = pick(model, test + [p for p in validation if p not in test],
-                                   picks_dir)
+                                   picks_dir, tta)
         picking = {"wall": round(pick_wall), "cpu": round(pick_cpu),
                    "micrographs": len(test) + (len(validation) if held_out else 0)}
     metadata = read_model_metadata(model, "picker")
@@ -311,6 +315,9 @@ def main(argv=None):
     parser.add_argument("--repick", metavar="RESULTS",
                         help="pick again with the models of the rows of RESULTS (the "
                              "current `pick`) and score them into --out")
+    parser.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
+                        help="pick with test-time augmentation (with --repick: the "
+                             "same models)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further train-picker arguments")
     args = parser.parse_args(argv)
@@ -335,7 +342,7 @@ def main(argv=None):
         for name, row in earlier.items():
             results["rows"][name] = configuration(
                 args.work, row["snr"], row["views"], row["annotated_micrographs"],
-                row["test_micrographs"], None, None, name, row, repick=True)
+                row["test_micrographs"], None, None, name, row, repick=True, tta=args.tta)
             save(results, args.out)
         return
     for snr in args.snr:

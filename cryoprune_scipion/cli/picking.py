@@ -6,7 +6,7 @@ import os
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from ..engine.device import add_device_argument
 from ..engine.io import InputError, micrograph_stem, read_model_metadata, write_table
-from ..engine.picking import Detection, PickerTraining
+from ..engine.picking import TTA_COPIES, Detection, PickerTraining
 from ..engine.preprocess import PreprocessSettings, WAVELET_MODES
 from .arguments import (fraction, non_negative_float, non_negative_int, positive_float,
                         positive_int, probability)
@@ -72,6 +72,10 @@ def add_commands(commands):
                       help="NMS IoU threshold")
     pick.add_argument("--max-det", type=positive_int, default=Detection.max_det,
                       help="maximum detections per micrograph")
+    pick.add_argument("--tta", type=int, choices=TTA_COPIES, default=Detection.tta,
+                      help="test-time augmentation: pick also in this many mirrored and "
+                           "quarter-turned copies of each micrograph and average each "
+                           "particle's scores (1: off; 8 copies take 8 times as long)")
     pick.add_argument("--border", type=non_negative_float, default=None, metavar="PX",
                       help="drop picks closer than this to the micrograph edge "
                            "(default: half the box size; 0 keeps all)")
@@ -182,14 +186,16 @@ def run_pick(args):
         args.out, results=per_micrograph_results(args.micrographs, ".csv"))
     map_over_devices(pick_share, args.micrographs,
                      device_groups(args.gpu_ids, args.cpu_workers), args.out, args.model,
-                     args.threshold, args.iou, args.max_det, args.border, args.threads)
+                     args.threshold, args.iou, args.max_det, args.border, args.threads,
+                     args.tta)
 
 
-def pick_share(micrographs, gpu_ids, out, model, threshold, iou, max_det, border, threads):
+def pick_share(micrographs, gpu_ids, out, model, threshold, iou, max_det, border, threads,
+               tta):
     """Pick `micrographs` on the first GPU of `gpu_ids` (or the CPU) into
     out/<micrograph stem>.csv: one worker's share of `pick`."""
     from ..engine.picking import PICK_FIELDS, pick
     for path, picks in pick(model, micrographs, threshold, iou, max_det, border, gpu_ids,
-                            threads):
+                            threads, tta=tta):
         write_table(os.path.join(out, micrograph_stem(path) + ".csv"), PICK_FIELDS, picks)
         print("%s: %d particles" % (path, len(picks)), flush=True)

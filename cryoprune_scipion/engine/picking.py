@@ -6,6 +6,7 @@ A trained model is a folder: `model.pt` (the weights) and `model.json` (view
 classes, box size, preprocessing settings, tile size, final metrics).
 """
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -29,6 +30,10 @@ DEFAULT_CLASS = "particle"
 PICK_FIELDS = ["x", "y", "score", "class"]
 DATASET_DESCRIPTION = "dataset.json"
 FINISHED = "finished"
+# Test-time augmentation: how many copies of a micrograph can be picked, and
+# the fraction of the box within which their detections are one particle
+TTA_COPIES = (1, 2, 4, 8)
+FUSION_RADIUS = 0.25
 # ultralytics' columns of the validation figures
 METRIC_COLUMNS = {"precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
                   "mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)"}
@@ -299,6 +304,7 @@ class Detection:
     threshold: float = 0.25
     iou: float = 0.5
     max_det: int = 3000
+    tta: int = 4               # test-time augmentation: dihedral copies averaged
 
 
 def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
@@ -561,11 +567,16 @@ def load_network(model_path):
 
 
 def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.iou,
-         max_det=Detection.max_det, border=None, gpu_ids=(), threads=1, chunk=8):
+         max_det=Detection.max_det, border=None, gpu_ids=(), threads=1, chunk=8,
+         tta=Detection.tta):
     """Detect particles; yields (micrograph path, picks) in input order, picks
     being dicts x, y (micrograph pixels), score, class, best first. Boxes are
     suppressed across classes: a particle gets one pick, of its likeliest
     view, not one per view.
+
+    `tta` > 1: test-time augmentation; the micrograph is also picked turned
+    by quarter turns and mirrored (`dihedral_copies`), and each particle gets
+    the mean of its scores over the copies (`fuse_copies`).
 
     Picks closer than `border` px to the micrograph edge are dropped (default
     half the model's box: such boxes cannot be extracted whole)."""
@@ -581,17 +592,106 @@ def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.i
         timing["preprocessing"] += time.perf_counter() - began
         began = time.perf_counter()
         for path, (image, grid) in zip(paths, processed):
-            result = network.predict(np.repeat(image[..., None], 3, axis=2),
-                                     imgsz=_network_size(image.shape), conf=threshold, iou=iou,
-                                     agnostic_nms=True, max_det=max_det,
-                                     device=ultralytics_device(gpu_ids), verbose=False)[0]
-            picks = _detections_to_picks(result, grid, metadata["classes"])
+            detect = functools.partial(_detect, network, iou=iou, max_det=max_det,
+                                       device=ultralytics_device(gpu_ids))
+            if tta == 1:
+                centres, scores, classes = detect(image, threshold)
+            else:
+                radius = FUSION_RADIUS * metadata["box_size"] * max(grid.scale_x, grid.scale_y)
+                centres, scores, classes = _detect_in_copies(detect, image, threshold, tta,
+                                                             radius)
+            picks = _picks(centres, scores, classes, grid, metadata["classes"])
             yield path, away_from_edges(picks, grid.original_shape, border)
         timing["inference"] += time.perf_counter() - began
     logger.info("%d micrographs: preprocessing %.2f s, inference %.2f s (%.2f and %.2f s "
                 "per micrograph)", len(micrographs), timing["preprocessing"],
                 timing["inference"], timing["preprocessing"] / max(1, len(micrographs)),
                 timing["inference"] / max(1, len(micrographs)))
+
+
+def _detect(network, image, confidence, iou, max_det, device):
+    """Box centres (n, 2) in the continuous coordinates of `image`, scores
+    and class indices of the detections of one working image."""
+    result = network.predict(np.repeat(image[..., None], 3, axis=2),
+                             imgsz=_network_size(image.shape), conf=confidence, iou=iou,
+                             agnostic_nms=True, max_det=max_det, device=device,
+                             verbose=False)[0]
+    boxes = result.boxes
+    if boxes is None or not len(boxes):
+        return np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=int)
+    return (boxes.xywh.cpu().numpy()[:, :2].astype(float), boxes.conf.cpu().numpy(),
+            boxes.cls.cpu().numpy().astype(int))
+
+
+def _detect_in_copies(detect, image, threshold, copies, radius):
+    """Detections fused over `copies` dihedral copies of `image`. Each copy
+    is searched down to threshold / copies: a weaker detection cannot lift a
+    particle's mean over the threshold on its own."""
+    found = []
+    for turns, mirror in dihedral_copies(copies):
+        centres, scores, classes = detect(dihedral_copy(image, turns, mirror),
+                                          threshold / copies)
+        found.append((from_copy(centres, image.shape, turns, mirror), scores, classes))
+    centres, scores, classes = fuse_copies(found, radius)
+    keep = scores >= threshold
+    return centres[keep], scores[keep], classes[keep]
+
+
+def dihedral_copies(count):
+    """The first `count` (of TTA_COPIES) of the eight copies of an image by
+    quarter turns and a mirror, as (quarter turns, mirrored); 2 adds the
+    mirror, 4 the half turn, 8 the quarter turns."""
+    return [(turns, mirror) for turns in (0, 2, 1, 3) for mirror in (False, True)][:count]
+
+
+def dihedral_copy(image, turns, mirror):
+    turned = np.rot90(image, turns)
+    return np.fliplr(turned) if mirror else turned
+
+
+def from_copy(centres, shape, turns, mirror):
+    """Continuous coordinates (n, 2) of points of `dihedral_copy(image, turns,
+    mirror)` in the image itself, of `shape` (rows, columns)."""
+    x, y = np.asarray(centres, dtype=float).reshape(-1, 2).T
+    rows, columns = (shape[1], shape[0]) if turns % 2 else shape
+    if mirror:
+        x = columns - x
+    for _ in range(turns):  # undo np.rot90's counter-clockwise quarter turns, last first
+        x, y = rows - y, x
+        rows, columns = columns, rows
+    return np.column_stack([x, y])
+
+
+def fuse_copies(found, radius):
+    """One detection per particle from the detections in several copies of
+    a micrograph (list of (centres, scores, classes) in the micrograph's
+    frame). Detections within `radius` of the best one left are the same
+    particle: its score is the mean over the copies of its best score there
+    (0 where a copy missed it),
+    its centre their score-weighted mean, its class the one with the largest
+    summed score."""
+    from scipy.spatial import cKDTree
+    centres = np.concatenate([f[0] for f in found]).reshape(-1, 2)
+    scores = np.concatenate([f[1] for f in found])
+    classes = np.concatenate([f[2] for f in found]).astype(int)
+    copy = np.repeat(np.arange(len(found)), [len(f[1]) for f in found])
+    fused = ([], [], [])
+    taken = np.zeros(len(scores), dtype=bool)
+    tree = cKDTree(centres) if len(scores) else None
+    for seed in np.argsort(-scores):
+        if taken[seed]:
+            continue
+        near = np.array(tree.query_ball_point(centres[seed], radius))
+        near = near[~taken[near]]
+        taken[near] = True
+        best = [near[copy[near] == c][np.argmax(scores[near[copy[near] == c]])]
+                for c in np.unique(copy[near])]
+        weights = scores[best]
+        fused[0].append(weights @ centres[best] / weights.sum())
+        fused[1].append(weights.sum() / len(found))
+        fused[2].append(np.argmax(np.bincount(classes[best], weights=weights)))
+    return (np.array(fused[0]).reshape(-1, 2), np.array(fused[1]),
+            np.array(fused[2], dtype=int))
 
 
 def _network_size(shape):
@@ -607,13 +707,7 @@ def away_from_edges(picks, shape, border):
             and border <= p["y"] <= rows - 1 - border]
 
 
-def _detections_to_picks(result, grid, class_names):
-    boxes = result.boxes
-    if boxes is None or not len(boxes):
-        return []
-    x, y = centres_to_micrograph(boxes.xywh.cpu().numpy()[:, :2], grid)
-    scores = boxes.conf.cpu().numpy()
-    classes = boxes.cls.cpu().numpy().astype(int)
-    order = np.argsort(-scores)
+def _picks(centres, scores, classes, grid, class_names):
+    x, y = centres_to_micrograph(centres, grid)
     return [{"x": float(x[i]), "y": float(y[i]), "score": float(scores[i]),
-             "class": class_names[classes[i]]} for i in order]
+             "class": class_names[classes[i]]} for i in np.argsort(-scores)]
