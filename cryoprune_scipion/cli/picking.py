@@ -75,7 +75,7 @@ def add_commands(commands):
     pick.add_argument("--tta", type=int, choices=TTA_COPIES, default=Detection.tta,
                       help="test-time augmentation: pick also in this many mirrored and "
                            "quarter-turned copies of each micrograph and average each "
-                           "particle's scores (1: off; 8 copies take 8 times as long)")
+                           "particle's scores (1: off); one detection pass per copy")
     pick.add_argument("--border", type=non_negative_float, default=None, metavar="PX",
                       help="drop picks closer than this to the micrograph edge "
                            "(default: half the box size; 0 keeps all)")

@@ -584,6 +584,8 @@ def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.i
     settings = PreprocessSettings.from_dict(metadata["preprocessing"])
     border = metadata["box_size"] / 2 if border is None else border
     timing = {"preprocessing": 0.0, "inference": 0.0}
+    detect = functools.partial(_detect, network, iou=iou, max_det=max_det,
+                               device=ultralytics_device(gpu_ids))
     for start in range(0, len(micrographs), chunk):
         paths = micrographs[start:start + chunk]
         began = time.perf_counter()
@@ -592,8 +594,6 @@ def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.i
         timing["preprocessing"] += time.perf_counter() - began
         began = time.perf_counter()
         for path, (image, grid) in zip(paths, processed):
-            detect = functools.partial(_detect, network, iou=iou, max_det=max_det,
-                                       device=ultralytics_device(gpu_ids))
             if tta == 1:
                 centres, scores, classes = detect(image, threshold)
             else:
@@ -667,9 +667,8 @@ def fuse_copies(found, radius):
     a micrograph (list of (centres, scores, classes) in the micrograph's
     frame). Detections within `radius` of the best one left are the same
     particle: its score is the mean over the copies of its best score there
-    (0 where a copy missed it),
-    its centre their score-weighted mean, its class the one with the largest
-    summed score."""
+    (0 where a copy missed it), its centre their score-weighted mean, its
+    class the one with the largest summed score."""
     from scipy.spatial import cKDTree
     centres = np.concatenate([f[0] for f in found]).reshape(-1, 2)
     scores = np.concatenate([f[1] for f in found])
