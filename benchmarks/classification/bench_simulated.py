@@ -40,19 +40,40 @@ SETS = {"snr1": (1.0, False), "snr0.1": (0.1, False), "snr0.05": (0.05, False),
 ASPIRE_PYTHON = peer_program("aspire", "python")  # made by benchmarks/make_envs.sh
 
 
-def run_contrastive(images, defoci, folder, epochs, seed, passes=0):
+def contrastive_settings(epochs, seed, passes=0):
     from cryoprune_scipion.engine import classify2d, contrastive, refine
+    return classify2d.ClassificationSettings(
+        K, working_size=64, training=contrastive.TrainingSettings(epochs=epochs, seed=seed),
+        refinement=refine.RefinementSettings(passes=passes))
+
+
+def run_contrastive(images, defoci, folder, settings, initial_encoder=None):
+    """classify2d on the particles. With refinement, `extra` also holds the
+    clustering's labels handed to it (start_labels) and its seconds."""
+    from cryoprune_scipion.engine import classify2d, refine
     from cryoprune_scipion.engine.io import write_stack
     path = os.path.join(folder, "particles.mrcs")
     write_stack(path, images, common.PIXEL_SIZE)
-    settings = classify2d.ClassificationSettings(
-        K, working_size=64, training=contrastive.TrainingSettings(epochs=epochs, seed=seed),
-        refinement=refine.RefinementSettings(passes=passes))
-    start = time.time()
-    result = classify2d.classify([path], settings, folder, ctf=common.ctf_of(defoci))
-    seconds = time.time() - start
+    refine_classification, start = refine.refine_classification, {}
+
+    def timed_refinement(working, stacks, labels, *args, **kwargs):
+        start["labels"], began = labels.copy(), time.time()
+        result = refine_classification(working, stacks, labels, *args, **kwargs)
+        start["seconds"] = time.time() - began
+        return result
+    refine.refine_classification = timed_refinement
+    began = time.time()
+    try:
+        result = classify2d.classify([path], settings, folder, ctf=common.ctf_of(defoci),
+                                     initial_encoder=initial_encoder)
+    finally:
+        refine.refine_classification = refine_classification
+    seconds = time.time() - began
     averages = {k: result.averages[k - 1] for k in range(1, K + 1)}
-    extra = {"final_loss": result.losses[-1], "refinement": result.refinement}
+    extra = {"final_loss": result.losses[-1] if result.losses else None,
+             "refinement": result.refinement, "encoder": result.encoder}
+    if start:
+        extra.update(start_labels=start["labels"], refinement_seconds=start["seconds"])
     if result.scores:
         extra["class_scores"] = [{"particles": c.particles, "resolution_A": c.resolution *
                                   common.PIXEL_SIZE, "mean_correlation": c.mean_correlation}
@@ -104,12 +125,15 @@ def evaluate(name, methods, n, epochs, seed, passes=6):
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         for method in methods:
-            if method == "contrastive":
+            if method in ("contrastive", "contrastive_refined"):
+                settings = contrastive_settings(
+                    epochs, seed, passes if method == "contrastive_refined" else 0)
                 labels, averages, seconds, extra = run_contrastive(images, defoci, folder,
-                                                                   epochs, seed)
-            elif method == "contrastive_refined":
-                labels, averages, seconds, extra = run_contrastive(images, defoci, folder,
-                                                                   epochs, seed, passes)
+                                                                   settings)
+                del extra["encoder"]
+                if "start_labels" in extra:
+                    extra["start_accuracy"] = common.scores(
+                        labels_true, extra.pop("start_labels"))["accuracy"]
             elif method in ("alignment_kmeans", "alignment_ml"):
                 import alignment_baseline
                 start = time.time()
