@@ -683,8 +683,8 @@ def fuse_copies(found, radius):
         near = np.array(tree.query_ball_point(centres[seed], radius))
         near = near[~taken[near]]
         taken[near] = True
-        best = [near[copy[near] == c][np.argmax(scores[near[copy[near] == c]])]
-                for c in np.unique(copy[near])]
+        near = near[np.argsort(-scores[near], kind="stable")]
+        best = near[np.unique(copy[near], return_index=True)[1]]  # best of each copy
         weights = scores[best]
         fused[0].append(weights @ centres[best] / weights.sum())
         fused[1].append(weights.sum() / len(found))
