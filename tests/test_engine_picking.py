@@ -10,10 +10,12 @@ from cryoprune_scipion.cli import main as cryoprune
 from cryoprune_scipion.engine.io import (InputError, read_coordinates, write_micrograph,
                                          write_table)
 from cryoprune_scipion.engine.metrics import assign_picks, match_picks, score_picks
-from cryoprune_scipion.engine.picking import (centres_to_micrograph, dihedral_copies,
+from cryoprune_scipion.engine.picking import (THRESHOLD_CHOICES, best_threshold,
+                                              centres_to_micrograph, dihedral_copies,
                                               dihedral_copy, from_copy, fuse_copies,
-                                              read_training_coordinates, tile_origins,
-                                              write_yolo_dataset)
+                                              read_strips, read_training_coordinates,
+                                              split_regions, stored_threshold,
+                                              tile_origins, write_yolo_dataset)
 from cryoprune_scipion.engine.preprocess import PreprocessSettings, WorkingGrid
 from cryoprune_scipion.engine.simulate import simulate_micrograph
 
@@ -55,6 +57,93 @@ def test_coordinates_survive_yolo_labels_within_one_pixel(tmp_path, shape, worki
         distance = np.hypot(recovered[:, 0] - row["x"], recovered[:, 1] - row["y"])
         assert distance.min() < 1.0, "particle %d lost in the labels" % i
         assert recovered[np.argmin(distance), 2] == (1 if row["class"] == "top" else 0)
+
+
+@pytest.mark.parametrize("side", ["right", "bottom", "left", "top"])
+def test_a_strip_along_one_side_validates_and_the_rest_trains(side):
+    (t0, l0, b0, r0), (t1, l1, b1, r1) = split_regions((300, 500), 0.2, side)
+    pixels = np.zeros((300, 500), dtype=int)
+    pixels[t0:b0, l0:r0] += 1
+    pixels[t1:b1, l1:r1] += 10
+    assert set(np.unique(pixels)) == {1, 10}  # every pixel in one region, none in both
+    strip = pixels == 10
+    across = 500 if side in ("left", "right") else 300
+    assert strip.sum() == round(0.2 * across) * (800 - across)
+    edge = {"right": strip[:, -1], "left": strip[:, 0], "top": strip[0], "bottom": strip[-1]}
+    assert edge[side].all()
+    assert split_regions((300, 500), 0, side) == ((0, 0, 300, 500), None)
+
+
+def test_each_micrograph_gives_a_validation_strip_and_no_particle_is_in_both(tmp_path):
+    rng = np.random.default_rng(5)
+    labelled, box = {}, 40
+    for index in range(4):
+        path = str(tmp_path / ("mic%d.mrc" % index))
+        write_micrograph(path, rng.normal(size=(400, 400)))
+        labelled[path] = [{"x": x, "y": y} for x, y in rng.uniform(30, 370, (60, 2))]
+    write_yolo_dataset(labelled, ["particle"], box, PreprocessSettings(working_size=0),
+                       str(tmp_path / "dataset"), val_fraction=0.25)
+    strips = read_strips(str(tmp_path / "dataset"))
+    assert len(strips) == 4
+    assert {image.shape for image, _ in strips} == {(400, 100), (100, 400)}
+    for split in ("train", "val"):
+        stems = {os.path.basename(f).rsplit("_", 2)[0]
+                 for f in glob.glob(str(tmp_path / "dataset/images" / split / "*.png"))}
+        assert stems == {"mic%d" % i for i in range(4)}
+    # sides right, bottom, left, top in turn: the strips hold the particles whose centre
+    # lies in the outer quarter on their side, or within a box of it
+    centres = [np.array([(r["x"], r["y"]) for r in labelled[path]]) for path in sorted(labelled)]
+
+    def beyond(reach):
+        strip_starts = [300 - reach, 300 - reach, -(100 + reach), -(100 + reach)]
+        return sum(np.count_nonzero(c[:, axis] * sign + 0.5 * sign >= start)
+                   for c, axis, sign, start in zip(centres, (0, 1, 0, 1), (1, 1, -1, -1),
+                                                   strip_starts))
+    assert sum(len(c) for _, c in strips) == beyond(box)
+    trained, tile = [], 256
+    for label_file in glob.glob(str(tmp_path / "dataset/labels/train/*.txt")):
+        stem, top, left = os.path.basename(label_file)[:-4].rsplit("_", 2)
+        for _, cx, cy, _, _ in np.loadtxt(label_file, ndmin=2):
+            trained.append((int(stem[-1]), int(left) + cx * tile, int(top) + cy * tile))
+    strip_of = {0: lambda x, y: x >= 300, 1: lambda x, y: y >= 300,
+                2: lambda x, y: x < 100, 3: lambda x, y: y < 100}
+    assert not [p for p in trained if strip_of[p[0]](*p[1:])]  # no label in a strip
+    assert len(trained) >= 240 - beyond(0)  # tiles overlap: a particle may be in two
+
+
+def test_too_few_particles_in_the_strips_train_on_everything(tmp_path):
+    path = str(tmp_path / "mic.mrc")
+    write_micrograph(path, np.random.default_rng(2).normal(size=(400, 400)))
+    rows = [{"x": x, "y": y} for x in range(60, 360, 50) for y in range(60, 360, 50)]
+    data_yaml, _, splits = write_yolo_dataset(  # 36 particles, 6 in a strip of 0.2
+        {path: rows}, ["particle"], 40, PreprocessSettings(working_size=0),
+        str(tmp_path / "dataset"), val_fraction=0.2)
+    assert splits == {"train": 1, "val": 0}
+    assert json.load(open(data_yaml))["val"] == "images/train"
+    assert not read_strips(str(tmp_path / "dataset"))
+    assert not glob.glob(str(tmp_path / "dataset/images/val/*.png"))
+
+
+def test_the_threshold_of_best_f1_is_chosen():
+    # 10 particles; picks scoring 0.9 and 0.7 are right, those at 0.5 and 0.3 wrong
+    scores = np.repeat([0.9, 0.7, 0.5, 0.3], [6, 3, 4, 8])
+    matched = np.repeat([True, True, False, False], [6, 3, 4, 8])
+    threshold, figures = best_threshold(matched, scores, 10)
+    assert threshold == 0.55  # of the equals above 0.5 and up to 0.7, nearest the default
+    assert figures["precision"] == 1.0 and figures["recall"] == 0.9
+    assert figures["f1"] == pytest.approx(2 * 0.9 / 1.9)
+    assert threshold in THRESHOLD_CHOICES
+    assert stored_threshold({}, 4) == 0.25  # pickers trained without validation
+
+
+def test_picks_of_particles_at_a_strip_edge_count_neither_way():
+    from cryoprune_scipion.engine.picking import _strip_matches
+    truth = np.array([(50, 50), (4, 30), (-3, 70)])  # on the strip, in its margin, off it
+    picks = np.array([(50, 51), (11, 30), (80, 80)])
+    matched, counted = _strip_matches(picks, np.array([0.9, 0.8, 0.7]), truth, (100, 100),
+                                      margin=10, radius=8)
+    assert matched.tolist() == [True, True, False]
+    assert counted.tolist() == [True, False, True]  # a right pick, ignored, a false one
 
 
 def test_micrographs_without_coordinates_are_skipped(tmp_path):
@@ -99,6 +188,7 @@ def trained_picker(tmp_path_factory):
     status = cryoprune(["train-picker", "--micrographs", *micrographs[:5],
                         "--coords", str(root / "coords"), "--box", "64",
                         "--out", str(root / "model"), "--epochs", "25",
+                        "--val-fraction", "0.3",
                         "--working-size", "512", "--threads", "2"])
     assert status == 0
     return root, micrographs, truth
@@ -110,7 +200,12 @@ def test_training_writes_the_model_and_its_metadata(trained_picker):
     assert os.path.getsize(root / "model" / "model.pt") > 1e6
     assert metadata["classes"] == ["side", "top"]
     assert metadata["box_size"] == 64 and metadata["micrographs_trained"] == 5
-    assert metadata["weights"] == "best"  # one of the five micrographs held out
+    assert metadata["weights"] == "best"  # a strip of each micrograph held out
+    assert metadata["validation_fraction"] == 0.3
+    assert set(metadata["thresholds"]) == {"1", "2", "4", "8"}
+    assert set(metadata["thresholds"].values()) <= set(THRESHOLD_CHOICES)
+    for copies, figures in metadata["threshold_validation"].items():
+        assert figures["particles"] >= 20 and figures["f1"] > 0.7, (copies, figures)
     assert metadata["preprocessing"]["working_size"] == 512
     assert metadata["preprocessing"]["wavelet"] == "db15"
     assert set(metadata["final_metrics"]) >= {"precision", "recall", "mAP50", "mAP50-95"}
@@ -140,6 +235,19 @@ def test_picks_land_on_the_particles_of_unseen_micrographs(trained_picker, tta):
         distances = np.hypot(*(centres[:, None] - centres[None]).T)
         np.fill_diagonal(distances, np.inf)
         assert distances.min() > 16, "%s: two picks %.1f px apart" % (path, distances.min())
+
+
+def test_pick_uses_the_threshold_the_training_chose_unless_told(trained_picker):
+    root, micrographs, _ = trained_picker
+    chosen = json.load(open(root / "model" / "model.json"))["thresholds"]["1"]
+    picked = {}
+    for name, threshold in (("chosen", []), ("low", ["--threshold", "0.05"])):
+        assert cryoprune(["pick", "--model", str(root / "model" / "model.pt"),
+                          "--micrographs", micrographs[5], "--out", str(root / name),
+                          "--tta", "1", *threshold]) == 0
+        picked[name] = read_coordinates(str(root / name / "mic5.csv"))
+    assert picked["chosen"] and min(float(p["score"]) for p in picked["chosen"]) >= chosen
+    assert picked["chosen"] == [p for p in picked["low"] if float(p["score"]) >= chosen]
 
 
 def test_pick_refuses_a_missing_model_and_a_corrupt_micrograph(trained_picker, tmp_path, capsys):

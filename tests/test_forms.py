@@ -13,7 +13,7 @@ from cryoprune_scipion.engine.picking import Detection, PickerTraining
 from cryoprune_scipion.engine.preprocess import PreprocessSettings
 from cryoprune_scipion.engine.pruning import TrainSettings
 from cryoprune_scipion.protocols.base import reference
-from cryoprune_scipion.protocols.protocol_yolo_training import describeSplit
+from cryoprune_scipion.protocols.protocol_yolo_training import describeSplit, describeThreshold
 from cryoprune_scipion.protocols import (CryoPruneProtContrastive2D,
                                          CryoPruneProtPickerOptimizer,
                                          CryoPruneProtPickerOptimizerTraining,
@@ -79,7 +79,7 @@ class TestForms(unittest.TestCase):
         picking = CryoPruneProtYoloPicking()
         self.assertEqual((picking.threshold.get(), picking.iou.get(),
                           picking.maxDetections.get()),
-                         (Detection.threshold, Detection.iou, Detection.max_det))
+                         (None, Detection.iou, Detection.max_det))  # None: the model's
         pruner = CryoPruneProtPickerOptimizerTraining()
         self.assertEqual((pruner.epochs.get(), pruner.inputSize.get(),
                           pruner.learningRate.get(), pruner.getEnumText("backbone")),
@@ -101,13 +101,26 @@ class TestForms(unittest.TestCase):
 
 class TestSummaries(unittest.TestCase):
     def test_training_summary_says_how_the_micrographs_were_used(self):
-        self.assertEqual(describeSplit({"micrographs_trained": 3, "micrographs_held_out": 1,
+        self.assertEqual(describeSplit({"micrographs_trained": 3, "validation_fraction": 0.2,
                                         "micrographs_skipped": 2}),
-                         "2 micrographs trained, 1 held out for validation; 2 without "
-                         "coordinates skipped")
-        self.assertIn("1 micrographs trained and validated on (too few to hold one out)",
-                      describeSplit({"micrographs_trained": 1, "micrographs_held_out": 0,
+                         "3 annotated micrographs, a strip of 20 % of each held out for "
+                         "validation; 2 without coordinates skipped")
+        self.assertIn("1 annotated micrographs, validated on the training tiles",
+                      describeSplit({"micrographs_trained": 1, "validation_fraction": 0,
                                      "micrographs_skipped": 0}))
+        self.assertIn("2 micrographs trained, 1 held out for validation",  # 0.1 models
+                      describeSplit({"micrographs_trained": 3, "micrographs_held_out": 1,
+                                     "micrographs_skipped": 0}))
+
+    def test_training_summary_gives_the_stored_threshold_or_why_there_is_none(self):
+        figures = {"precision": 0.9, "recall": 0.8, "f1": 0.847, "particles": 120}
+        metadata = {"thresholds": {"1": 0.3, "2": 0.3, "4": 0.25, "8": 0.2},
+                    "threshold_validation": {c: figures for c in ("1", "2", "4", "8")}}
+        self.assertEqual(describeThreshold(metadata),
+                         "Picking threshold chosen on the validation strips: 0.25 with 4 "
+                         "test-time copies (precision 0.900, recall 0.800, F1 0.847 on 120 "
+                         "particles); 0.3 with 1, 0.3 with 2, 0.25 with 4, 0.2 with 8")
+        self.assertIn("none chosen (no validation strips", describeThreshold({}))
 
     def test_methods_name_references_not_keys(self):
         self.assertEqual(reference("Li2022PickerOptimizer"),

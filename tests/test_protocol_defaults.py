@@ -17,6 +17,7 @@ from cryoprune_scipion import Plugin
 from cryoprune_scipion.constants import (CLASS_ATTR, JUNK_CLASS_ATTR, MODEL_WEIGHTS,
                                          PARTICLE_SCORE_ATTR, SCORE_ATTR)
 from cryoprune_scipion.engine.io import write_micrograph, write_stack
+from cryoprune_scipion.engine.picking import Detection, stored_threshold
 from cryoprune_scipion.engine.simulate import (barrel, simulate_micrograph,
                                                 simulate_particle_stack)
 from cryoprune_scipion.protocols import (CryoPruneProtContrastive2D,
@@ -102,13 +103,18 @@ class TestProtocolDefaults(BaseTest):
         picks = picking.outputCoordinates
         self.assertGreater(picks.getSize(), 0)
         self.assertEqual(picks.getBoxSize(), BOX_SIZE)
+        # the threshold is the one the training chose for the default copies
+        threshold = stored_threshold(model.getMetadata(), Detection.tta)
+        self.assertEqual(picking.getThreshold(), threshold)
+        self.assertIn("Confidence threshold %s (chosen by the training)" % threshold,
+                      picking.summary())
         perView = 0
         for name in model.getClassNames():
             viewPicks = getattr(picking, "outputCoordinates_%s" % name)
             perView += viewPicks.getSize()
             for coord in viewPicks:
                 self.assertEqual(getattr(coord, CLASS_ATTR).get(), name)
-                self.assertGreaterEqual(getattr(coord, SCORE_ATTR).get(), 0.25)
+                self.assertGreaterEqual(getattr(coord, SCORE_ATTR).get(), threshold)
         self.assertEqual(perView, picks.getSize())
         self.assertGpuHandled(picking)
 

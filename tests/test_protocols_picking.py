@@ -250,7 +250,8 @@ class TestYoloPicking(BaseTest):
             prot.inputModel.set(model)
             return prot
 
-        self.assertEqual(newPicking().validate(), [])
+        self.assertEqual(newPicking().validate(), [])  # threshold empty: the model's
+        self.assertValidationError(newPicking(threshold=1.5), "outside range [0.0, 1.0]")
         self.assertValidationError(newPicking(filename="/no/such/model.pt"),
                                    "/no/such/model.pt not found")
         self.assertValidationError(newPicking(classNames=["top", "side view"]),

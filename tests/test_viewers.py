@@ -112,7 +112,7 @@ class TestViewers(BaseTest):
                     coords.append(coord)
             coords.write()
             prot._defineOutputs(outputCoordinates=coords)
-        return cls._saved(cls.newProtocol(CryoPruneProtYoloPicking,
+        return cls._saved(cls.newProtocol(CryoPruneProtYoloPicking, threshold=0.25,
                                           inputMicrographs=cls.micsPointer),
                           outputs)
 
@@ -219,9 +219,9 @@ class TestViewers(BaseTest):
             scoreAttr, _ = SCORES[step]
             scores = [c.getAttributeValue(scoreAttr) for s in scoredSets(prot)
                       for c in s.iterItems()]
-            self.assertIn("%d of %d" % (sum(s >= prot.threshold.get() for s in scores),
+            self.assertIn("%d of %d" % (sum(s >= prot.getThreshold() for s in scores),
                                         len(scores)), threshold)
-            self.assertEqual(ax.lines[0].get_xdata()[0], prot.threshold.get())
+            self.assertEqual(ax.lines[0].get_xdata()[0], prot.getThreshold())
             self._png(plotter, "histogram_%s.png" % prot.getObjId())
 
     def test_histogram_of_pruned_particles(self):

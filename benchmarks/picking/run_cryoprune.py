@@ -5,8 +5,10 @@ Runs the `cryoprune` commands users run (`train-picker`, then `pick`) as
 subprocesses on the first 4 micrographs (training) and the last 16 (test),
 and scores the picks with evaluate.py. Picks are made at a low confidence
 (0.01) so that average precision sees every candidate; precision, recall and
-F1 are given at the CLI's default threshold (0.25) and, as for Topaz, at the
-threshold that maximises F1 at 27 px on the training micrographs.
+F1 are given at the default threshold (0.25), at the threshold the picker
+chose at training on its validation strips (for the --tta copies), and, as
+for Topaz, at the threshold that maximises F1 at 27 px on the training
+micrographs (on which the picker was trained, so an optimistic choice).
 
 CPU seconds: `pick` is timed as a whole (CPU time of the child process);
 preprocessing of the test micrographs is timed apart in this process with the
@@ -26,7 +28,8 @@ import evaluate  # noqa: E402
 from run_topaz import run_timed  # noqa: E402
 
 from cryoprune_scipion.engine.io import read_model_metadata  # noqa: E402
-from cryoprune_scipion.engine.picking import TTA_COPIES, Detection  # noqa: E402
+from cryoprune_scipion.engine.picking import (TTA_COPIES, Detection,  # noqa: E402
+                                              stored_threshold)
 from cryoprune_scipion.engine.preprocess import (PreprocessSettings,  # noqa: E402
                                                  preprocess_micrograph_files)
 
@@ -93,10 +96,17 @@ def main(argv=None):
     threshold, train_figures = evaluate.best_threshold(picks_dir, train_stems)
     tuned = evaluate.evaluate(picks_dir, test_stems, threshold)
     metadata = read_model_metadata(model, "picker")
+    stored = stored_threshold(metadata, args.tta) if "thresholds" in metadata else None
+    if stored is not None:
+        at_stored = evaluate.evaluate(picks_dir, test_stems, stored)
+        result["at_threshold_chosen_on_validation_strips"] = {
+            "threshold": stored,
+            "validation_figures": metadata["threshold_validation"][str(args.tta)],
+            "at_27px": at_stored["at_27px"], "at_54px": at_stored["at_54px"]}
     n_test = len(test)
     result.update({
         "row": "cryoprune YOLO, %s preprocessing" % args.preprocess,
-        "threshold_choice": "CLI default",
+        "threshold_choice": "%s" % DEFAULT_THRESHOLD,
         "at_threshold_chosen_on_training_micrographs": {
             "threshold": round(threshold, 4), "train_figures_at_27px": train_figures,
             "at_27px": tuned["at_27px"], "at_54px": tuned["at_54px"]},

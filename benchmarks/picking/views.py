@@ -5,7 +5,7 @@ For each SNR and number of annotated micrographs: simulate micrographs of the
 barrel (top views are rings, side views two bars, the views in equal
 numbers), run `cryoprune train-picker` on the annotated ones with the class
 column (the views), `cryoprune pick` at a low confidence on the held-out test
-micrographs and on the training's validation micrographs, and match picks to
+micrographs, and match picks to
 the true centres within the particle radius (greedy by score, each particle
 at most once). Reported:
 
@@ -16,12 +16,11 @@ at most once). Reported:
   (particles of that view found by a pick of that view);
 - the same at 0.25 keeping one pick per particle: `pick` suppresses boxes
   per class, so a particle of uncertain view can get a box of each class;
-- F1 on the test micrographs at a threshold calibrated as it could be at
-  training time and stored in the model: the middle of the range of
-  thresholds of highest F1 on the training's validation micrographs (the
-  held-out ones, or the training micrographs themselves when too few were
-  annotated to hold one out; with 40 particles a micrograph F1 is flat over
-  a range); and at the best threshold on the test micrographs (the oracle).
+- F1 on the test micrographs at the threshold the picker chose at training
+  on its validation strips (stored in model.json; rows of pickers trained
+  before the strips recorded a threshold chosen by this script on one
+  held-out micrograph); and at the best threshold on the test micrographs
+  (the oracle).
 
 With `--views top side oblique` a third view, the barrel axis tilted 45
 degrees, makes three classes. Training and picking run as subprocesses of the
@@ -50,7 +49,7 @@ from run_topaz import run_timed  # noqa: E402
 from cryoprune_scipion.engine.io import (read_coordinates, read_model_metadata,  # noqa: E402
                                          write_micrograph, write_table)
 from cryoprune_scipion.engine.metrics import assign_picks  # noqa: E402
-from cryoprune_scipion.engine.picking import PickerTraining, split_micrographs  # noqa: E402
+from cryoprune_scipion.engine.picking import stored_threshold  # noqa: E402
 from cryoprune_scipion.engine import simulate as simulation  # noqa: E402
 
 CLI = [sys.executable, "-m", "cryoprune_scipion.cli"]
@@ -92,14 +91,6 @@ def simulate(folder, snr, count, first_seed, views):
 
 def stem(path):
     return os.path.splitext(os.path.basename(path))[0]
-
-
-def validation_micrographs(annotated, extra):
-    """The annotated micrographs the training validated on (its dataset is
-    removed after training), drawn with the training's seed: the training
-    micrographs themselves when none could be held out."""
-    seed = int(extra[extra.index("--seed") + 1]) if "--seed" in extra else PickerTraining.seed
-    return split_micrographs(annotated, PickerTraining.val_fraction, seed)["val"]
 
 
 def matched_picks(picks_dir, truth_dir, paths, one_per_particle=False):
@@ -222,22 +213,17 @@ def configuration(work, snr, views, n_annotated, n_test, epochs, extra, name,
     if earlier:
         training, picking = earlier["training"], earlier["pick_seconds"]
         epochs, extra = training["epochs"], earlier["settings"]["extra"]
-    validation = validation_micrographs(annotated, extra)
-    held_out = len(validation) < len(annotated)
     if not earlier:
         training = train(annotated, coords, model_dir, epochs, extra)
     if repick or not earlier:
-        pick_wall, pick_cpu = pick(model, test + [p for p in validation if p not in test],
-                                   picks_dir, tta)
-        picking = {"wall": round(pick_wall), "cpu": round(pick_cpu),
-                   "micrographs": len(test) + (len(validation) if held_out else 0)}
+        pick_wall, pick_cpu = pick(model, test, picks_dir, tta)
+        picking = {"wall": round(pick_wall), "cpu": round(pick_cpu), "micrographs": len(test)}
     metadata = read_model_metadata(model, "picker")
-    training.update(epochs=epochs, micrographs_held_out=metadata["micrographs_held_out"],
+    training.update(epochs=epochs, validation_fraction=metadata["validation_fraction"],
                     validation_metrics=metadata["final_metrics"])
     test_matches = matched_picks(picks_dir, coords, test)
     one_pick = matched_picks(picks_dir, coords, test, one_per_particle=True)
-    low, high = best_thresholds(matched_picks(picks_dir, coords, validation))
-    calibrated = (low + high) / 2
+    stored = stored_threshold(metadata, tta)
     oracle = best_thresholds(test_matches)[1]
     return {
         "snr": snr, "views": list(views), "annotated_micrographs": n_annotated,
@@ -250,13 +236,11 @@ def configuration(work, snr, views, n_annotated, n_test, epochs, extra, name,
             **detection(one_pick, DEFAULT_THRESHOLD),
             **view_figures(one_pick, DEFAULT_THRESHOLD, views)},
         "at_validation_threshold": {
-            "threshold": round(calibrated, 4),
-            "chosen_on": ("%d held-out micrograph(s)" % len(validation) if held_out
-                          else "the training micrographs (none held out)"),
-            "highest_f1_above_up_to": [round(low, 4), round(high, 4)],
-            **detection(test_matches, calibrated),
-            "f1_at_ends_of_range": [detection(test_matches, low + 1e-6)["f1"],
-                                    detection(test_matches, high)["f1"]]},
+            "threshold": stored,
+            "chosen_on": ("held-out strips, %d particles"
+                          % metadata["threshold_validation"][str(tta)]["particles"]
+                          if "thresholds" in metadata else "none chosen: the default"),
+            **detection(test_matches, stored)},
         "at_test_best_threshold": {"threshold": round(oracle, 4),
                                    **detection(test_matches, oracle)},
         "training": training,

@@ -50,7 +50,10 @@ def add_commands(commands):
                        help="ultralytics family and size: yolov8n..yolov8x, yolo11n..yolo11x")
     train.add_argument("--initial-weights", metavar="FILE",
                        help="local .pt weights to start from (nothing is downloaded)")
-    train.add_argument("--val-fraction", type=fraction, default=PickerTraining.val_fraction)
+    train.add_argument("--val-fraction", type=fraction, default=PickerTraining.val_fraction,
+                       help="width of the strip of each micrograph held out to validate "
+                            "on and to choose the picking threshold on, as a fraction of "
+                            "the micrograph (0: validate on the training tiles)")
     train.add_argument("--no-augment", dest="augment", action="store_false")
     train.add_argument("--classes", type=lambda s: [c for c in s.split(",") if c],
                        help="view class names in order, comma-separated "
@@ -66,8 +69,10 @@ def add_commands(commands):
     pick.add_argument("--model", required=True, metavar="FILE", help="OUT/model.pt")
     pick.add_argument("--micrographs", nargs="+", required=True, metavar="FILE")
     pick.add_argument("--out", required=True, metavar="DIR")
-    pick.add_argument("--threshold", type=probability, default=Detection.threshold,
-                      help="confidence threshold")
+    pick.add_argument("--threshold", type=probability,
+                      help="confidence threshold (default: the one the picker chose at "
+                           "training on its validation strips for this --tta, or %s for "
+                           "pickers without one)" % Detection.threshold)
     pick.add_argument("--iou", type=probability, default=Detection.iou,
                       help="NMS IoU threshold")
     pick.add_argument("--max-det", type=positive_int, default=Detection.max_det,

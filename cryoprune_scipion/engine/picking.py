@@ -7,10 +7,10 @@ classes, box size, preprocessing settings, tile size, final metrics).
 """
 import dataclasses
 import functools
+import glob
 import json
 import logging
 import os
-import random
 import shutil
 import time
 from collections import Counter
@@ -20,8 +20,10 @@ import numpy as np
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from .coordinates import DUPLICATE_RADIUS, sanitize_coordinates
 from .io import (InputError, micrograph_stem, read_coordinates, read_micrograph,
-                 read_model_metadata, replacing, write_json)
-from .preprocess import PreprocessSettings, preprocess_micrograph_files, save_png
+                 read_model_metadata, replacing, write_json, write_table)
+from .metrics import assign_picks
+from .preprocess import (PreprocessSettings, WorkingGrid, preprocess_micrograph_files,
+                         save_png)
 from .training_state import EpochLog, check_same_run, fingerprint
 
 logger = logging.getLogger(__name__)
@@ -30,10 +32,18 @@ DEFAULT_CLASS = "particle"
 PICK_FIELDS = ["x", "y", "score", "class"]
 DATASET_DESCRIPTION = "dataset.json"
 FINISHED = "finished"
-# Test-time augmentation: how many copies of a micrograph can be picked, and
-# the fraction of the box within which their detections are one particle
+# Test-time augmentation: how many copies of a micrograph can be picked
 TTA_COPIES = (1, 2, 4, 8)
-FUSION_RADIUS = 0.25
+# fraction of the box within which two centres are one particle: detections
+# in copies of a micrograph fused, a pick matched to a label
+SAME_PARTICLE = 0.25
+# Validation: a strip of each labelled micrograph along one side, the side
+# turning from one micrograph to the next, when the strips hold enough
+# labelled particles; the picking threshold is chosen there among these
+STRIP_SIDES = ("right", "bottom", "left", "top")
+THRESHOLD_CHOICES = tuple(round(0.05 * step, 2) for step in range(1, 20))
+VALIDATION_MIN_PARTICLES = 20
+STRIPS = "strips"
 # ultralytics' columns of the validation figures
 METRIC_COLUMNS = {"precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
                   "mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)"}
@@ -162,12 +172,17 @@ def usable_coordinates(labelled, coords_dir):
     return usable
 
 
+def box_in_working(box_size, grid):
+    """The side of a box of `box_size` micrograph pixels in working pixels."""
+    return box_size * max(grid.scale_x, grid.scale_y)
+
+
 def tile_size_for(box_size, grid, requested=0):
     """Training tile side in working pixels: a multiple of 32 that holds at
     least four boxes across, no larger than the working image needs."""
     if requested:
         return requested
-    box_working = box_size * max(grid.scale_x, grid.scale_y)
+    box_working = box_in_working(box_size, grid)
     tile = max(256, int(np.ceil(4 * box_working / 32)) * 32)
     return min(tile, int(np.ceil(max(grid.working_shape) / 32)) * 32)
 
@@ -205,62 +220,130 @@ def cut_tiles(image, labels_xy, class_ids, box_working, tile):
             yield (top, left), piece, labels
 
 
-def split_micrographs(paths, val_fraction, seed):
-    """{"train": paths, "val": paths} drawn by `seed`; the training
-    micrographs themselves (the same list) validate when too few are given to
-    hold some out."""
-    paths = sorted(paths)
-    random.Random(seed).shuffle(paths)
-    n_val = int(round(len(paths) * val_fraction))
-    if n_val == 0 or n_val == len(paths):
-        return {"train": paths, "val": paths}
-    return {"train": paths[n_val:], "val": paths[:n_val]}
+def split_regions(shape, val_fraction, side):
+    """(training, validation) regions of an image of `shape` (rows, columns),
+    each (top, left, bottom, right): a strip of `val_fraction` of the image
+    along `side` (of STRIP_SIDES) validates, the rest trains. Validation is
+    None when `val_fraction` is 0."""
+    rows, columns = shape
+    if not val_fraction:
+        return (0, 0, rows, columns), None
+    far = side in ("right", "bottom")
+    if side in ("left", "right"):
+        cut = _strip_cut(columns, val_fraction, far)
+        near_part, far_part = (0, 0, rows, cut), (0, cut, rows, columns)
+    else:
+        cut = _strip_cut(rows, val_fraction, far)
+        near_part, far_part = (0, 0, cut, columns), (cut, 0, rows, columns)
+    return (near_part, far_part) if far else (far_part, near_part)
+
+
+def _strip_cut(length, val_fraction, far):
+    """Where a strip of `val_fraction` of `length` begins (at the far end) or
+    ends (at the near end); at least a pixel in each part."""
+    width = min(length - 1, max(1, int(round(length * val_fraction))))
+    return length - width if far else width
 
 
 def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
                        val_fraction=0.2, tile=0, threads=1, seed=0):
     """Tiles of the preprocessed micrographs and their YOLO labels under
-    `out_dir`, split by micrograph into training and validation.
+    `out_dir`: a strip of `val_fraction` of each micrograph validates, the
+    rest trains.
 
     Tiles keep the working scale (ultralytics rescales images to its image
     size, so every tile is exactly `tile` px square), which gives a few
     micrographs many training steps per epoch; picking then runs on whole
-    working images at the same scale. Returns data.yaml, the tile size and
-    the number of micrographs in each split (0 validation micrographs when
-    too few to hold some out: then the training micrographs validate).
-    """
-    splits = split_micrographs(labelled, val_fraction, seed)
-    held_out = 0 if splits["val"] is splits["train"] else len(splits["val"])
-    if not held_out:
-        logger.info("%d labelled micrograph(s): too few to hold some out, validating "
-                    "on the training micrographs", len(labelled))
+    working images at the same scale. Each validation strip is also kept
+    whole with its labels (out_dir/strips), to choose the picking threshold
+    on. Returns data.yaml, the tile size and the number of micrographs
+    trained and validated on (0 with `val_fraction` 0: then the training
+    tiles validate)."""
     paths = sorted(labelled)
     processed = dict(zip(paths, preprocess_micrograph_files(paths, settings, threads,
                                                             box_size)))
     for path, (_, grid) in processed.items():
         _check_box(path, box_size, grid)
     tile = tile_size_for(box_size, next(iter(processed.values()))[1], tile)
-    for split, members in splits.items():
+    centres = {path: np.column_stack(grid.to_working([r["x"] for r in labelled[path]],
+                                                     [r["y"] for r in labelled[path]])) + 0.5
+               for path, (_, grid) in processed.items()}
+    sides = {path: STRIP_SIDES[(index + seed) % len(STRIP_SIDES)]
+             for index, path in enumerate(paths)}
+    held_out = sum(_particles_in_strip(centres[path], image.shape, val_fraction, sides[path],
+                                       box_in_working(box_size, grid) / 2)
+                   for path, (image, grid) in processed.items())
+    if val_fraction and held_out < VALIDATION_MIN_PARTICLES:
+        logger.info("strips of %g of each micrograph would hold %d annotated particles, too "
+                    "few to validate on (%d or more): training on all of each micrograph, "
+                    "keeping the last epoch, choosing no picking threshold", val_fraction,
+                    held_out, VALIDATION_MIN_PARTICLES)
+        val_fraction = 0
+    for split in ("train", "val"):
         for kind in ("images", "labels"):
             os.makedirs(os.path.join(out_dir, kind, split), exist_ok=True)
-        for path in members:
-            image, grid = processed[path]
-            rows = labelled[path]
-            working = np.column_stack(grid.to_working([r["x"] for r in rows],
-                                                      [r["y"] for r in rows])) + 0.5
-            class_ids = np.array([class_names.index(r.get("class") or DEFAULT_CLASS)
-                                  for r in rows], dtype=float)
-            box_working = box_size * max(grid.scale_x, grid.scale_y)
-            for (top, left), piece, labels in cut_tiles(image, working, class_ids,
-                                                        box_working, tile):
-                name = "%s_%d_%d" % (micrograph_stem(path), top, left)
+    os.makedirs(os.path.join(out_dir, STRIPS), exist_ok=True)
+    for path in paths:
+        image, grid = processed[path]
+        class_ids = np.array([class_names.index(r.get("class") or DEFAULT_CLASS)
+                              for r in labelled[path]], dtype=float)
+        box_working = box_in_working(box_size, grid)
+        regions = split_regions(image.shape, val_fraction, sides[path])
+        for split, region in zip(("train", "val"), regions):
+            if region is None:
+                continue
+            top, left, bottom, right = region
+            part = image[top:bottom, left:right]
+            shifted = centres[path] - (left, top)
+            for (row, column), piece, labels in cut_tiles(part, shifted, class_ids,
+                                                          box_working, tile):
+                name = "%s_%d_%d" % (micrograph_stem(path), top + row, left + column)
                 save_png(os.path.join(out_dir, "images", split, name + ".png"), piece)
                 np.savetxt(os.path.join(out_dir, "labels", split, name + ".txt"), labels,
                            fmt=["%d", "%.6f", "%.6f", "%.6f", "%.6f"])
+            if split == "val":
+                _save_strip(os.path.join(out_dir, STRIPS, micrograph_stem(path)), part,
+                            shifted, box_working)
+    validated = len(paths) if val_fraction else 0
     data_yaml = os.path.join(out_dir, "data.yaml")  # YAML reads JSON
     write_json(data_yaml, {"path": os.path.abspath(out_dir), "train": "images/train",
-                           "val": "images/val", "names": class_names})
-    return data_yaml, tile, {"train": len(splits["train"]), "val": held_out}
+                           "val": "images/val" if validated else "images/train",
+                           "names": class_names})
+    return data_yaml, tile, {"train": len(paths), "val": validated}
+
+
+def _particles_in_strip(centres, shape, val_fraction, side, margin):
+    """How many of the particles (working centres) of a micrograph of `shape`
+    lie in its validation strip, at least `margin` inside it."""
+    strip = split_regions(shape, val_fraction, side)[1]
+    if strip is None:
+        return 0
+    top, left, bottom, right = strip
+    return int(np.count_nonzero(_inside(centres - (left, top), (bottom - top, right - left),
+                                        margin)))
+
+
+def _save_strip(stem, image, centres, reach):
+    """A validation strip (working image) and the centres (continuous
+    coordinates) of the particles on it or within `reach` of it: a particle
+    just outside shows in the strip and its pick there is right."""
+    rows, columns = image.shape
+    x, y = centres.T
+    near = (x >= -reach) & (x < columns + reach) & (y >= -reach) & (y < rows + reach)
+    with replacing(stem + ".npy") as partial, open(partial, "wb") as f:
+        np.save(f, image)
+    write_table(stem + ".csv", ["x", "y"], [{"x": x, "y": y} for x, y in centres[near]])
+
+
+def read_strips(dataset_dir):
+    """(image, centres (n, 2)) of each validation strip of a dataset, the
+    centres of particles within a box of the strip included."""
+    strips = []
+    for stem in sorted(glob.glob(os.path.join(dataset_dir, STRIPS, "*.npy"))):
+        rows = read_coordinates(stem[:-4] + ".csv")
+        centres = np.array([(float(r["x"]), float(r["y"])) for r in rows]).reshape(-1, 2)
+        strips.append((np.load(stem), centres))
+    return strips
 
 
 def _check_box(path, box_size, grid):
@@ -352,29 +435,118 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     data_yaml, tile, split_sizes = _training_dataset(
         labelled, class_names, box_size, settings, out_dir, val_fraction, tile, threads,
         seed, run, resume)
-    logger.info("training %s on %d micrographs (%d held out for validation), %d particles, "
-                "classes %s, tiles of %d px", model, split_sizes["train"], split_sizes["val"],
+    logger.info("training %s on %d micrographs (%s), %d particles, classes %s, tiles "
+                "of %d px", model, split_sizes["train"],
+                "a strip of %d %% of each held out for validation" % round(100 * val_fraction)
+                if split_sizes["val"] else "validating on the training tiles",
                 sum(len(r) for r in labelled.values()), ",".join(class_names), tile)
     run_dir = os.path.join(out_dir, "training")
     _fit(out_dir, data_yaml, tile, model, initial_weights, training, gpu_ids, threads,
          resume)
-    # The best epoch means something only on held-out micrographs; measured on
-    # the training micrographs it favours early epochs, so keep the last.
+    # The best epoch means something only on held-out strips; measured on the
+    # training tiles it favours early epochs, so keep the last.
     kept = "best" if split_sizes["val"] else "last"
     weights = os.path.join(run_dir, "weights", kept + ".pt")
     if not os.path.isfile(weights):
         raise RuntimeError("training ended without weights in %s" % weights)
     metrics_csv = os.path.join(out_dir, "metrics.csv")
     _copy_atomic(os.path.join(run_dir, "results.csv"), metrics_csv)
+    grid = WorkingGrid.for_shape(read_micrograph(min(labelled)).shape,
+                                 settings.working_size)
+    calibration = choose_thresholds(weights, os.path.join(out_dir, "dataset"),
+                                    box_in_working(box_size, grid),
+                                    gpu_ids) if split_sizes["val"] else {}
     metadata = {"kind": "picker", "classes": class_names, "box_size": box_size,
                 "preprocessing": settings.to_dict(), "tile": tile, "model": model,
                 "weights": kept, "final_metrics": final_metrics(metrics_csv, kept),
-                "micrographs_trained": len(labelled),  # held-out ones included
-                "micrographs_held_out": split_sizes["val"],
-                "micrographs_skipped": len(skipped)}
+                "micrographs_trained": len(labelled),
+                "validation_fraction": val_fraction if split_sizes["val"] else 0,
+                "micrographs_skipped": len(skipped), **calibration}
     _write_weights(weights, os.path.join(out_dir, MODEL_WEIGHTS))
     write_json(os.path.join(out_dir, MODEL_METADATA), metadata)
     return metadata
+
+
+def choose_thresholds(weights, dataset_dir, box_working, gpu_ids=()):
+    """The confidence threshold of best F1 on the validation strips for each
+    number of test-time copies, as {"thresholds": {copies: threshold},
+    "threshold_validation": {copies: precision, recall, F1 there, and the
+    particles}}.
+
+    A pick matches a particle within SAME_PARTICLE of a box. Picks within
+    half a box of a strip's edge are left out, as picking leaves out picks
+    near the micrograph edge, and so are the particles there; a pick of
+    such a particle, or of one just off the strip, counts neither way."""
+    strips = read_strips(dataset_dir)
+    margin = box_working / 2
+    particles = sum(np.count_nonzero(_inside(centres, image.shape, margin))
+                    for image, centres in strips)
+    network = import_yolo()(weights, task="detect")
+    detect = functools.partial(_detect, network, iou=Detection.iou,
+                               max_det=Detection.max_det, device=ultralytics_device(gpu_ids))
+    radius = SAME_PARTICLE * box_working
+    matched = {copies: ([], []) for copies in TTA_COPIES}
+    for image, truth in strips:
+        found = _detect_copies(detect, image, THRESHOLD_CHOICES[0] / max(TTA_COPIES),
+                               max(TTA_COPIES))
+        for copies in TTA_COPIES:
+            centres, scores, _ = found[0] if copies == 1 else fuse_copies(found[:copies],
+                                                                          radius)
+            inside = _inside(centres, image.shape, margin)
+            hits, counted = _strip_matches(centres[inside], scores[inside], truth,
+                                           image.shape, margin, radius)
+            matched[copies][0].append(hits[counted])
+            matched[copies][1].append(scores[inside][counted])
+    thresholds, figures = {}, {}
+    for copies, (hits, scores) in matched.items():
+        threshold, figures[str(copies)] = best_threshold(np.concatenate(hits),
+                                                         np.concatenate(scores), particles)
+        thresholds[str(copies)] = threshold
+    chosen = figures[str(Detection.tta)]
+    logger.info("picking threshold chosen on the validation strips (%d particles): %s "
+                "with %d copies (precision %.3f, recall %.3f, F1 %.3f there); %s",
+                particles, thresholds[str(Detection.tta)], Detection.tta,
+                chosen["precision"], chosen["recall"], chosen["f1"],
+                ", ".join("%s with %s" % (thresholds[c], c) for c in thresholds))
+    return {"thresholds": thresholds, "threshold_validation": figures}
+
+
+def _strip_matches(centres, scores, truth, shape, margin, radius):
+    """Which picks matched a particle and which count: all but those that
+    matched a particle near or off the strip's edge."""
+    assigned = assign_picks(centres, truth, radius, scores)
+    counted_particle = np.append(_inside(truth, shape, margin), False)  # [-1]: none
+    matched = assigned >= 0
+    return matched, ~matched | counted_particle[assigned]
+
+
+def best_threshold(matched, scores, particles):
+    """(threshold, figures) of THRESHOLD_CHOICES with the best F1 of picks
+    (`matched` to one of `particles` labels, with `scores`); of equals, the
+    one nearest the default."""
+    def figures(threshold):
+        kept = scores >= threshold
+        found = int(np.count_nonzero(matched[kept]))
+        precision = found / max(1, int(kept.sum()))
+        recall = found / particles
+        f1 = 2 * found / (kept.sum() + particles)
+        return {"precision": precision, "recall": recall, "f1": float(f1),
+                "particles": particles}
+    threshold = max(THRESHOLD_CHOICES, key=lambda t: (round(figures(t)["f1"], 9),
+                                                      -abs(t - Detection.threshold)))
+    return threshold, figures(threshold)
+
+
+def stored_threshold(metadata, copies):
+    """The threshold a picker chose at training for `copies` test-time
+    copies; the default for pickers without one."""
+    return metadata.get("thresholds", {}).get(str(copies), Detection.threshold)
+
+
+def _inside(centres, shape, margin):
+    rows, columns = shape
+    x, y = np.asarray(centres, dtype=float).reshape(-1, 2).T
+    return (x >= margin) & (x <= columns - margin) & (y >= margin) & (y <= rows - margin)
 
 
 def _coordinates_fingerprint(labelled, class_names):
@@ -566,7 +738,7 @@ def load_network(model_path):
             from error
 
 
-def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.iou,
+def pick(model_path, micrographs, threshold=None, iou=Detection.iou,
          max_det=Detection.max_det, border=None, gpu_ids=(), threads=1, chunk=8,
          tta=Detection.tta):
     """Detect particles; yields (micrograph path, picks) in input order, picks
@@ -578,9 +750,16 @@ def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.i
     by quarter turns and mirrored (`dihedral_copies`), and each particle gets
     the mean of its scores over the copies (`fuse_copies`).
 
-    Picks closer than `border` px to the micrograph edge are dropped (default
-    half the model's box: such boxes cannot be extracted whole)."""
+    Picks score at least `threshold`, by default the one the picker chose at
+    training for `tta` copies (`stored_threshold`). Picks closer than
+    `border` px to the micrograph edge are dropped (default half the model's
+    box: such boxes cannot be extracted whole)."""
     network, metadata = load_network(model_path)
+    if threshold is None:
+        threshold = stored_threshold(metadata, tta)
+        logger.info("confidence threshold %s, %s", threshold,
+                    "chosen at training for %d copies" % tta if "thresholds" in metadata
+                    else "the default (the picker chose none at training)")
     settings = PreprocessSettings.from_dict(metadata["preprocessing"])
     border = metadata["box_size"] / 2 if border is None else border
     timing = {"preprocessing": 0.0, "inference": 0.0}
@@ -597,7 +776,7 @@ def pick(model_path, micrographs, threshold=Detection.threshold, iou=Detection.i
             if tta == 1:
                 centres, scores, classes = detect(image, threshold)
             else:
-                radius = FUSION_RADIUS * metadata["box_size"] * max(grid.scale_x, grid.scale_y)
+                radius = SAME_PARTICLE * box_in_working(metadata["box_size"], grid)
                 centres, scores, classes = _detect_in_copies(detect, image, threshold, tta,
                                                              radius)
             picks = _picks(centres, scores, classes, grid, metadata["classes"])
@@ -627,14 +806,20 @@ def _detect_in_copies(detect, image, threshold, copies, radius):
     """Detections fused over `copies` dihedral copies of `image`. Each copy
     is searched down to threshold / copies: a weaker detection cannot lift a
     particle's mean over the threshold on its own."""
-    found = []
-    for turns, mirror in dihedral_copies(copies):
-        centres, scores, classes = detect(dihedral_copy(image, turns, mirror),
-                                          threshold / copies)
-        found.append((from_copy(centres, image.shape, turns, mirror), scores, classes))
-    centres, scores, classes = fuse_copies(found, radius)
+    centres, scores, classes = fuse_copies(
+        _detect_copies(detect, image, threshold / copies, copies), radius)
     keep = scores >= threshold
     return centres[keep], scores[keep], classes[keep]
+
+
+def _detect_copies(detect, image, confidence, copies):
+    """The detections in each of `copies` dihedral copies of `image`, in the
+    frame of `image`."""
+    found = []
+    for turns, mirror in dihedral_copies(copies):
+        centres, scores, classes = detect(dihedral_copy(image, turns, mirror), confidence)
+        found.append((from_copy(centres, image.shape, turns, mirror), scores, classes))
+    return found
 
 
 def dihedral_copies(count):

@@ -16,6 +16,15 @@ THREADS_HELP = ("CPU threads of each job: they read, cut and preprocess the data
                 "add up: a job uses its GPUs and this many CPU cores.")
 
 
+class OptionalRange(params.Conditional):
+    """pyworkflow's Range for a parameter that may be left empty."""
+
+    def __init__(self, minValue, maxValue):
+        params.Conditional.__init__(self, "Value is outside range [%s, %s]"
+                                    % (minValue, maxValue), allowsNull=True)
+        self._condition = lambda value: minValue <= value <= maxValue
+
+
 @functools.lru_cache(maxsize=None)
 def _references():
     return pwutils.parseBibTex(bibtex.__doc__)

@@ -232,6 +232,10 @@ class CryoPruneProtPickerOptimizer(CryoPruneProtocol, EMProtocol):
         return ["Li2022PickerOptimizer"]
 
     # --------------------------- UTILS functions -----------------------------
+    def getThreshold(self):
+        """The particle probability the pruning kept items at."""
+        return self.threshold.get()
+
     def _isCoordinates(self):
         return isinstance(self.inputSet.get(), SetOfCoordinates)
 

@@ -8,8 +8,8 @@ from pwem.protocols import ProtParticlePickingAuto
 from ..constants import CLASS_ATTR, MODEL_METADATA, SCORE_ATTR
 from ..convert import (coordinatesPath, getCoordinateClass, linkMicrographs,
                        readCoordinatesCsv)
-from ..engine.picking import TTA_COPIES, Detection
-from .base import CryoPruneProtocol, reference
+from ..engine.picking import TTA_COPIES, Detection, stored_threshold
+from .base import CryoPruneProtocol, OptionalRange, reference
 from .class_names import NAME_PATTERN
 
 TTA_CHOICES = ["off", "2 copies (mirror)", "4 copies (mirrors, half turn)",
@@ -40,14 +40,18 @@ class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
                            "pixels. Empty (the start): the box size the model was "
                            "trained with.")
         form.addSection(label="Detection")
-        form.addParam("threshold", params.FloatParam, default=Detection.threshold,
-                      validators=[params.Range(0.0, 1.0)],
+        form.addParam("threshold", params.FloatParam, allowsNull=True,
+                      validators=[OptionalRange(0.0, 1.0)],
                       label="Confidence threshold",
-                      help="Keep detections of at least this confidence; %s to start. "
-                           "Lower it to find more particles (and let the pruner "
-                           "remove the junk), raise it for fewer false picks. Every "
-                           "coordinate keeps its score, so a stricter threshold can "
-                           "be applied later with a subset." % Detection.threshold)
+                      help="Keep detections of at least this confidence. Empty (the "
+                           "start): the threshold the training chose on its validation "
+                           "strips for the test-time augmentation below (the summary "
+                           "of the training says which), or %s for models trained "
+                           "without validation. Lower it to find more particles (and "
+                           "let the pruner remove the junk), raise it for fewer false "
+                           "picks. Every coordinate keeps its score, so a stricter "
+                           "threshold can be applied later with a subset."
+                           % Detection.threshold)
         form.addParam("border", params.IntParam, allowsNull=True,
                       label="Edge exclusion (px)",
                       help="Picks whose centre is closer than this to the micrograph "
@@ -96,7 +100,7 @@ class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
         args = ["--model %s" % os.path.abspath(self.inputModel.get().getFileName()),
                 "--micrographs %s" % " ".join(micFiles),
                 "--out %s" % self.getCoordsDir(),
-                "--threshold %s" % self.threshold, "--iou %s" % self.iou,
+                "--threshold %s" % self.getThreshold(), "--iou %s" % self.iou,
                 "--max-det %d" % self.maxDetections,
                 "--tta %d" % TTA_COPIES[self.testTimeAugmentation.get()],
                 "--border %s" % self._getBorder()]
@@ -168,6 +172,10 @@ class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
 
     def _summary(self):
         summary = ProtParticlePickingAuto._summary(self)
+        if self.inputModel.get() is not None:
+            summary.append("Confidence threshold %s%s" % (
+                self.getThreshold(),
+                " (chosen by the training)" if self.threshold.get() is None else ""))
         allCoords = getattr(self, OUTPUT_COORDINATES, None)
         if allCoords is not None and allCoords.getSize():
             for row in allCoords.aggregate(["COUNT", "AVG"], SCORE_ATTR, [CLASS_ATTR]):
@@ -183,7 +191,7 @@ class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
                            "classes %s) at a confidence threshold of %s and an NMS IoU "
                            "of %s." % (reference("Jocher2023Ultralytics"),
                                        self.getObjectTag("inputModel"),
-                                       ", ".join(model.getClassNames()), self.threshold,
+                                       ", ".join(model.getClassNames()), self.getThreshold(),
                                        self.iou))
         return methods
 
@@ -193,6 +201,14 @@ class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
     # --------------------------- UTILS functions -----------------------------
     def getCoordsDir(self):
         return self._getExtraPath("coordinates")
+
+    def getThreshold(self):
+        """The confidence threshold of the picks: the form's, else the one the
+        model chose at training for the test-time copies picked with."""
+        if self.threshold.get() is not None:
+            return self.threshold.get()
+        return stored_threshold(self.inputModel.get().getMetadata(),
+                                TTA_COPIES[self.testTimeAugmentation.get()])
 
     def _getBorder(self):
         border = self.border.get()

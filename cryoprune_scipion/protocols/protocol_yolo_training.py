@@ -9,7 +9,7 @@ from pwem.protocols import EMProtocol
 from ..constants import MODEL_WEIGHTS, YOLO_FAMILIES, YOLO_SIZES
 from ..convert import (isOnMicrograph, linkMicrographs, micrographKeys,
                        writeCoordinatesCsv)
-from ..engine.picking import PickerTraining
+from ..engine.picking import VALIDATION_MIN_PARTICLES, Detection, PickerTraining
 from ..engine.preprocess import WAVELET_MODES, PreprocessSettings
 from ..objects import CryoPruneYoloModel
 from .base import CryoPruneProtocol, reference
@@ -27,16 +27,34 @@ def describeInput(pointer):
 
 def describeSplit(metadata):
     """What the training did with the annotated micrographs."""
-    annotated, heldOut = metadata["micrographs_trained"], metadata.get("micrographs_held_out")
-    if heldOut is None:  # a model trained before the split was recorded
-        split = "%d annotated micrographs" % annotated
-    elif heldOut:
+    annotated = metadata["micrographs_trained"]
+    if "validation_fraction" in metadata:
+        fraction = metadata["validation_fraction"]
+        split = ("%d annotated micrographs, a strip of %d %% of each held out for "
+                 "validation" % (annotated, round(100 * fraction)) if fraction else
+                 "%d annotated micrographs, validated on the training tiles" % annotated)
+    elif metadata.get("micrographs_held_out"):  # models trained before the strips
         split = ("%d micrographs trained, %d held out for validation"
-                 % (annotated - heldOut, heldOut))
+                 % (annotated - metadata["micrographs_held_out"],
+                    metadata["micrographs_held_out"]))
     else:
-        split = ("%d micrographs trained and validated on (too few to hold one out)"
-                 % annotated)
+        split = "%d annotated micrographs" % annotated
     return "%s; %d without coordinates skipped" % (split, metadata["micrographs_skipped"])
+
+
+def describeThreshold(metadata):
+    """The picking threshold the training chose, or why it chose none."""
+    if "thresholds" not in metadata:
+        return ("Picking threshold: none chosen (no validation strips: validation "
+                "fraction 0, or fewer than %d annotated particles in them); picking starts "
+                "at %s" % (VALIDATION_MIN_PARTICLES, Detection.threshold))
+    chosen = metadata["threshold_validation"][str(Detection.tta)]
+    return ("Picking threshold chosen on the validation strips: %s with %d test-time "
+            "copies (precision %.3f, recall %.3f, F1 %.3f on %d particles); %s"
+            % (metadata["thresholds"][str(Detection.tta)], Detection.tta,
+               chosen["precision"], chosen["recall"], chosen["f1"], chosen["particles"],
+               ", ".join("%s with %s" % (threshold, copies)
+                         for copies, threshold in metadata["thresholds"].items())))
 
 
 class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
@@ -84,10 +102,17 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
         form.addParam("valFraction", params.FloatParam, default=PickerTraining.val_fraction,
                       validators=[params.Range(0.0, 0.9)],
                       label="Validation fraction",
-                      help="Fraction of the annotated micrographs kept apart to "
-                           "measure precision, recall and mAP after each epoch "
-                           "(at least one when there are two or more); 0.2 to start, "
-                           "0 to train on all.")
+                      help="Width of the strip of each annotated micrograph kept apart "
+                           "(along one side, a different side from one micrograph to "
+                           "the next). On the strips, precision, recall and mAP are "
+                           "measured after each epoch, the best epoch is kept, and the "
+                           "confidence threshold of best F1 is chosen and stored in the "
+                           "model for picking. %s to start; 0 trains on all of each "
+                           "micrograph, keeps the last epoch and stores no threshold "
+                           "(picking starts at %s), as when the strips would hold "
+                           "fewer than %d annotated particles."
+                           % (PickerTraining.val_fraction, Detection.threshold,
+                              VALIDATION_MIN_PARTICLES))
 
         form.addSection(label="Training")
         form.addParam("modelFamily", params.EnumParam, choices=YOLO_FAMILIES,
@@ -343,7 +368,7 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
         metadata = getattr(self, OUTPUT_MODEL).getMetadata()
         metrics = metadata.get("final_metrics", {})
         summary = ["View classes: %s" % ", ".join(metadata["classes"]),
-                   describeSplit(metadata)]
+                   describeSplit(metadata), describeThreshold(metadata)]
         if metrics:
             summary.append("Validation: precision %.3f, recall %.3f, mAP50 %.3f, "
                            "mAP50-95 %.3f" % (metrics["precision"], metrics["recall"],

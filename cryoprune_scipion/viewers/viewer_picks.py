@@ -67,7 +67,7 @@ class CryoPrunePicksViewer(ProtocolViewer):
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
-        form.addParam("threshold", params.FloatParam, default=self.protocol.threshold.get(),
+        form.addParam("threshold", params.FloatParam, default=self.protocol.getThreshold(),
                       validators=[params.Range(0.0, 1.0)], label="Score threshold",
                       help="Picks scoring at least this are drawn in their class colour "
                            "and counted as kept; it starts at the run's threshold. On "
@@ -155,12 +155,12 @@ class CryoPrunePicksViewer(ProtocolViewer):
         prot = self.protocol
         name = scoredSets(prot)[0].getLastName()
         if isinstance(prot, CryoPruneProtPickerOptimizer) \
-                and self.threshold.get() < prot.threshold.get():
+                and self.threshold.get() < prot.getThreshold():
             return [self.errorMessage(
                 "The pruning kept the items scoring %s or more; items below are in "
                 "its %s output: make the subset from that one, or choose a threshold "
-                "of at least %s" % (prot.threshold.get(), name + DISCARDED,
-                                    prot.threshold.get()), self._label)]
+                "of at least %s" % (prot.getThreshold(), name + DISCARDED,
+                                    prot.getThreshold()), self._label)]
         project = self.getProject()
         subset = project.newProtocol(CryoPruneProtScoreSubset, threshold=self.threshold.get(),
                                      scoreStep=list(SCORES).index(self._step()))
