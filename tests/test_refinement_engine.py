@@ -86,6 +86,29 @@ def test_duplicate_classes_are_merged_and_the_mixed_class_split():
     assert similarity[np.triu_indices(3, 1)].max() < threshold  # no duplicates left
 
 
+def test_noise_corrected_test_merges_noisy_averages_of_one_view_only():
+    import torch
+    rng = np.random.default_rng(0)
+    views = [simulate.project(simulate.asymmetric_tetramer(), simulate.rotation_matrix(*d, 0),
+                              BOX, PIXEL_SIZE) for d in DIRECTIONS[:2]]
+    # Classes 1 and 2: 40 aligned noisy images of view 1 each; class 3: view 2.
+    groups = [np.stack([simulate.add_noise(v, 0.05, rng) for _ in range(40)])
+              for v in (views[0], views[0], views[1])]
+    halves = torch.as_tensor(np.stack([[g[0::2].sum(0) for g in groups],
+                                       [g[1::2].sum(0) for g in groups]]), dtype=torch.float32)
+    averages = halves.sum(0) / 40
+    reliability = refine.half_set_reliability(halves, BOX)
+    assert np.all((reliability > 0.3) & (reliability < 0.95))  # noisy averages
+
+    def similarity(noise):
+        return refine.duplicate_similarity(averages, reliability,
+                                           settings(duplicate_noise=noise))
+    threshold = refine.RefinementSettings().duplicate_correlation
+    fixed, corrected = similarity(False), similarity(True)
+    assert fixed[0, 1] < threshold <= corrected[0, 1]  # one view: only the new test merges
+    assert corrected[0, 2] < threshold and corrected[1, 2] < threshold  # two views: kept
+
+
 def test_frc_ranks_a_clean_class_above_a_noise_class():
     rng = np.random.default_rng(3)
     clean = simulate.project(simulate.asymmetric_tetramer(),

@@ -11,8 +11,13 @@ that end empty or tiny are reseeded by splitting the largest class in two
 along the first principal component of its aligned members (CL2D). Two
 classes whose averages correlate above `duplicate_correlation` after
 alignment hold one view: they are merged and the freed class splits the
-largest class, which likely holds two views. The passes stop when fewer than
-`tolerance` of the particles change class.
+largest class, which likely holds two views. With `duplicate_noise` the
+correlation is first divided by sqrt(R_a R_b), R the reliability of each
+average from the correlation of its even and odd members' averages
+(Spearman-Brown): two averages of one view correlate well below 1 when their
+classes are small or the SNR low, and the correction brings them near 1
+whatever the noise. The passes stop when fewer than `tolerance` of the
+particles change class.
 
 The search runs on the working stack Fourier-cropped to `search_size`
 pixels (a low-pass: at low SNR the classes differ at low resolution), batch
@@ -46,6 +51,9 @@ class RefinementSettings:
     min_class_fraction: float = 0.2  # a class below this fraction of n / K is reseeded
     tolerance: float = 0.005      # stop when fewer than this fraction changed class
     duplicate_correlation: float = 0.95  # two averages correlating above this are merged
+    # Divide the correlation by sqrt(R_a R_b), the averages' half-set reliabilities: off, as
+    # it was not better on every start (benchmarks/classification/duplicate_test.py).
+    duplicate_noise: bool = False
     batch: int = 64               # particles per search batch
 
     def check(self):
@@ -183,6 +191,7 @@ def refine(working, labels, n_classes, settings, device=None, references=None, s
         search = Search(fourier_crop(references, s), settings.angle_step,
                         settings.max_shift * s, device)
         sums = torch.zeros(n_classes, size, size, device=device)
+        halves = torch.zeros(2, n_classes, size, size, device=device)  # even, odd members
         totals = torch.zeros(n_classes, device=device)
         new_labels = np.zeros(n, dtype=int)
         # O(batch) memory: the correlation surfaces of a batch stay near 2^24 values.
@@ -190,6 +199,7 @@ def refine(working, labels, n_classes, settings, device=None, references=None, s
         for first in range(0, n, batch):
             index = np.arange(first, min(first + batch, n))
             images = _read(working, index, device)
+            odd = torch.as_tensor(index % 2 == 1, device=images.device)
             scores = search.correlations(fourier_crop(images, s))
             best_angles, best_shifts, best = search.best(scores)
             if settings.mode == "soft" and beta is not None:
@@ -212,7 +222,10 @@ def refine(working, labels, n_classes, settings, device=None, references=None, s
                 w = weights[take, k]
                 aligned = alignment.untransform(images[take], best_angles[take, k],
                                                 best_shifts[take, k] * scale)
-                sums[k] += (aligned * w[:, None, None]).sum(0)
+                weighted = aligned * w[:, None, None]
+                sums[k] += weighted.sum(0)
+                halves[0, k] += weighted[~odd[take]].sum(0)
+                halves[1, k] += weighted[odd[take]].sum(0)
                 totals[k] += w.sum()
         changed = float(np.mean(new_labels != labels))
         labels = new_labels
@@ -228,7 +241,8 @@ def refine(working, labels, n_classes, settings, device=None, references=None, s
         reseeded, merged = [], []
         if number < settings.passes:
             references, labels, merged = _merge_duplicates(
-                working, labels, angles, shifts, references, settings, device, rng)
+                working, labels, angles, shifts, references, half_set_reliability(halves, s),
+                settings, device, rng)
             references, labels, reseeded = _reseed(working, labels, angles, shifts, references,
                                                    settings, device, rng)
         seconds = time.time() - start
@@ -319,14 +333,39 @@ def average_similarity(references, settings, device=None):
     return (similarity + similarity.T) / 2
 
 
-def _merge_duplicates(working, labels, angles, shifts, references, settings, device, rng):
+def half_set_reliability(halves, size):
+    """(K,) reliability of each class average from its half-set sums
+    `halves` (2, K, n, n): the correlation c of the two halves' averages under
+    the soft mask at `size` px, stepped up to the full set (Spearman-Brown,
+    2 c / (1 + c)): the correlation two independent averages of one view
+    with this noise would have."""
+    small = fourier_crop(halves.flatten(0, 1), size)
+    small = _normalise(small, soft_mask(size, small.device)).reshape(2, -1, size * size)
+    c = (small[0] * small[1]).sum(-1).clamp(min=0).cpu().numpy()
+    return 2 * c / (1 + c)
+
+
+def duplicate_similarity(references, reliability, settings, device=None):
+    """(K, K) aligned correlation of the averages (`average_similarity`),
+    with `settings.duplicate_noise` divided by sqrt(R_a R_b) of the
+    averages' reliabilities (Spearman's correction for attenuation): about 1
+    for two averages of one view, however noisy."""
+    similarity = average_similarity(references, settings, device)
+    if settings.duplicate_noise:
+        r = np.sqrt(np.clip(reliability, 1e-3, 1))
+        similarity = similarity / np.outer(r, r)
+    return similarity
+
+
+def _merge_duplicates(working, labels, angles, shifts, references, reliability, settings,
+                      device, rng):
     """Two classes whose averages match after alignment hold one view (the
     view is split between them, so another class holds two): merge them, and
     the freed class takes half of the largest class (as CL2D reseeds; the
     members' mean correlation is no guide: it follows the view's contrast).
     Returns (references, labels, [(kept, freed, split), ...])."""
     n_classes = len(references)
-    similarity = np.triu(average_similarity(references, settings, device), 1)
+    similarity = np.triu(duplicate_similarity(references, reliability, settings, device), 1)
     merged = []
     while similarity.max() >= settings.duplicate_correlation:
         kept, freed = (int(k) for k in np.unravel_index(np.argmax(similarity), similarity.shape))
