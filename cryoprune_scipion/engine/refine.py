@@ -11,8 +11,8 @@ that end empty or tiny are reseeded by splitting the largest class in two
 along the first principal component of its aligned members (CL2D). Two
 classes whose averages correlate above `duplicate_correlation` after
 alignment hold one view: they are merged and the freed class splits the
-largest class, which likely holds two views. With `duplicate_noise` the
-correlation is first divided by sqrt(R_a R_b), R the reliability of each
+largest class, which likely holds two views. The correlation is first
+divided by sqrt(R_a R_b) (`duplicate_noise`), R the reliability of each
 average from the correlation of its even and odd members' averages
 (Spearman-Brown): two averages of one view correlate well below 1 when their
 classes are small or the SNR low, and the correction brings them near 1
@@ -51,9 +51,9 @@ class RefinementSettings:
     min_class_fraction: float = 0.2  # a class below this fraction of n / K is reseeded
     tolerance: float = 0.005      # stop when fewer than this fraction changed class
     duplicate_correlation: float = 0.95  # two averages correlating above this are merged
-    # Divide the correlation by sqrt(R_a R_b), the averages' half-set reliabilities: off, as
-    # it was not better on every start (benchmarks/classification/duplicate_test.py).
-    duplicate_noise: bool = False
+    # the correlation divided by sqrt(R_a R_b), the averages' half-set reliabilities (False:
+    # the test of the earlier rows; benchmarks/classification/duplicate_test.py)
+    duplicate_noise: bool = True
     batch: int = 64               # particles per search batch
 
     def check(self):
