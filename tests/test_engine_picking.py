@@ -200,7 +200,7 @@ def test_training_writes_the_model_and_its_metadata(trained_picker):
     assert os.path.getsize(root / "model" / "model.pt") > 1e6
     assert metadata["classes"] == ["side", "top"]
     assert metadata["box_size"] == 64 and metadata["micrographs_trained"] == 5
-    assert metadata["weights"] == "best"  # a strip of each micrograph held out
+    assert metadata["weights"] == "last"
     assert metadata["validation_fraction"] == 0.3
     assert set(metadata["thresholds"]) == {"1", "2", "4", "8"}
     assert set(metadata["thresholds"].values()) <= set(THRESHOLD_CHOICES)

@@ -276,7 +276,7 @@ def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
     if val_fraction and held_out < VALIDATION_MIN_PARTICLES:
         logger.info("strips of %g of each micrograph would hold %d annotated particles, too "
                     "few to validate on (%d or more): training on all of each micrograph, "
-                    "keeping the last epoch, choosing no picking threshold", val_fraction,
+                    "choosing no picking threshold", val_fraction,
                     held_out, VALIDATION_MIN_PARTICLES)
         val_fraction = 0
     for split in ("train", "val"):
@@ -443,10 +443,10 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     run_dir = os.path.join(out_dir, "training")
     _fit(out_dir, data_yaml, tile, model, initial_weights, training, gpu_ids, threads,
          resume)
-    # The best epoch means something only on held-out strips; measured on the
-    # training tiles it favours early epochs, so keep the last.
-    kept = "best" if split_sizes["val"] else "last"
-    weights = os.path.join(run_dir, "weights", kept + ".pt")
+    # The last epoch, not the best by validation fitness: on the few tens of
+    # particles a few annotated micrographs hold out, the best epoch is noise
+    # and often early (BENCHMARKS.md, "Validation strips").
+    weights = os.path.join(run_dir, "weights", "last.pt")
     if not os.path.isfile(weights):
         raise RuntimeError("training ended without weights in %s" % weights)
     metrics_csv = os.path.join(out_dir, "metrics.csv")
@@ -458,7 +458,7 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
                                     gpu_ids) if split_sizes["val"] else {}
     metadata = {"kind": "picker", "classes": class_names, "box_size": box_size,
                 "preprocessing": settings.to_dict(), "tile": tile, "model": model,
-                "weights": kept, "final_metrics": final_metrics(metrics_csv, kept),
+                "weights": "last", "final_metrics": final_metrics(metrics_csv),
                 "micrographs_trained": len(labelled),
                 "validation_fraction": val_fraction if split_sizes["val"] else 0,
                 "micrographs_skipped": len(skipped), **calibration}
@@ -698,15 +698,11 @@ def _atomic_checkpoint_trainer():
     return AtomicCheckpointTrainer
 
 
-def final_metrics(metrics_csv, epoch="best"):
-    """Precision, recall and mAP of the best epoch (by the fitness ultralytics
-    keeps the best weights by) or of the last."""
+def final_metrics(metrics_csv):
+    """Precision, recall and mAP of the last epoch."""
     import csv
     with open(metrics_csv, newline="") as f:
-        rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
-    row = rows[-1] if epoch == "last" else max(
-        rows, key=lambda r: 0.1 * float(r[METRIC_COLUMNS["mAP50"]])
-        + 0.9 * float(r[METRIC_COLUMNS["mAP50-95"]]))
+        row = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)][-1]
     return {key: float(row[column]) for key, column in METRIC_COLUMNS.items()} | {
         "epoch": int(float(row["epoch"]))}
 
