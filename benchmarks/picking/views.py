@@ -274,7 +274,9 @@ def markdown_table(results):
                          row["training"]["epochs"], fixed["precision"], fixed["recall"],
                          fixed["f1"], fixed["right_view_fraction_of_true_positives"],
                          per_view, one_pick["f1"], stored["f1"], stored["threshold"],
-                         "" if "held-out" in stored["chosen_on"] else ", on training",
+                         "" if "held-out" in stored["chosen_on"] else
+                         ", on training" if "training" in stored["chosen_on"] else
+                         ", none stored",
                          oracle["f1"], oracle["threshold"],
                          row["training"]["cpu_seconds"]))
     return "\n".join(lines)
