@@ -3,7 +3,9 @@ per labelled particle, training with ultralytics, and detection mapped back
 to micrograph pixels.
 
 A trained model is a folder: `model.pt` (the weights) and `model.json` (view
-classes, box size, preprocessing settings, tile size, final metrics).
+classes, box size, preprocessing settings, tile size, final metrics, and the
+picking threshold chosen on the validation strips for each number of
+test-time copies).
 """
 import dataclasses
 import functools
@@ -377,7 +379,7 @@ class PickerTraining:
     batch: int = 4
     learning_rate: float = 0.005
     tile: int = 0              # 0: room for four boxes, at least 256 px
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # width of each micrograph's validation strip
     seed: int = 0
 
 
