@@ -219,7 +219,7 @@ def configuration(work, snr, views, n_annotated, n_test, epochs, extra, name,
         pick_wall, pick_cpu = pick(model, test, picks_dir, tta)
         picking = {"wall": round(pick_wall), "cpu": round(pick_cpu), "micrographs": len(test)}
     metadata = read_model_metadata(model, "picker")
-    training.update(epochs=epochs, validation_fraction=metadata["validation_fraction"],
+    training.update(epochs=epochs, validation_fraction=metadata.get("validation_fraction"),
                     validation_metrics=metadata["final_metrics"])
     test_matches = matched_picks(picks_dir, coords, test)
     one_pick = matched_picks(picks_dir, coords, test, one_per_particle=True)
