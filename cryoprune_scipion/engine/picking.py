@@ -23,7 +23,7 @@ from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from .coordinates import DUPLICATE_RADIUS, sanitize_coordinates
 from .io import (InputError, micrograph_stem, read_coordinates, read_micrograph,
                  read_model_metadata, replacing, write_json, write_table)
-from .metrics import assign_picks
+from .metrics import PickingScore, assign_picks
 from .preprocess import (PreprocessSettings, WorkingGrid, preprocess_micrograph_files,
                          save_png)
 from .training_state import EpochLog, check_same_run, fingerprint
@@ -526,17 +526,15 @@ def best_threshold(matched, scores, particles):
     """(threshold, figures) of THRESHOLD_CHOICES with the best F1 of picks
     (`matched` to one of `particles` labels, with `scores`); of equals, the
     one nearest the default."""
-    def figures(threshold):
+    def score(threshold):
         kept = scores >= threshold
         found = int(np.count_nonzero(matched[kept]))
-        precision = found / max(1, int(kept.sum()))
-        recall = found / particles
-        f1 = 2 * found / (kept.sum() + particles)
-        return {"precision": precision, "recall": recall, "f1": float(f1),
-                "particles": particles}
-    threshold = max(THRESHOLD_CHOICES, key=lambda t: (round(figures(t)["f1"], 9),
+        return PickingScore(found, int(kept.sum()) - found, particles - found)
+    threshold = max(THRESHOLD_CHOICES, key=lambda t: (round(score(t).f1, 9),
                                                       -abs(t - Detection.threshold)))
-    return threshold, figures(threshold)
+    chosen = score(threshold)
+    return threshold, {"precision": chosen.precision, "recall": chosen.recall,
+                       "f1": chosen.f1, "particles": particles}
 
 
 def stored_threshold(metadata, copies):
