@@ -136,14 +136,18 @@ def test_the_threshold_of_best_f1_is_chosen():
     assert stored_threshold({}, 4) == 0.25  # pickers trained without validation
 
 
-def test_picks_of_particles_at_a_strip_edge_count_neither_way():
-    from cryoprune_scipion.engine.picking import _strip_matches
-    truth = np.array([(50, 50), (4, 30), (-3, 70)])  # on the strip, in its margin, off it
-    picks = np.array([(50, 51), (11, 30), (80, 80)])
-    matched, counted = _strip_matches(picks, np.array([0.9, 0.8, 0.7]), truth, (100, 100),
-                                      margin=10, radius=8)
-    assert matched.tolist() == [True, True, False]
-    assert counted.tolist() == [True, False, True]  # a right pick, ignored, a false one
+def test_strips_are_scored_within_their_labels_and_away_from_their_edges():
+    from cryoprune_scipion.engine.picking import _scored_area, _strip_matches
+    # on the strip, in its edge margin, off it, and the lowest right label
+    truth = np.array([(50, 50), (4, 30), (-3, 70), (88, 88)])
+    area = _scored_area(truth, (100, 100), margin=10)
+    assert area == (10, 30, 88, 88)  # unlabelled above y 30: not scored
+    picks = np.array([(50, 51), (11, 30), (80, 80), (60, 12)])
+    matched, counted = _strip_matches(picks, np.array([0.9, 0.8, 0.7, 0.6]), truth, area,
+                                      radius=8)
+    assert matched.tolist() == [True, True, False, False]
+    # a right pick, one of an edge particle (ignored), a false one, one where nobody labelled
+    assert counted.tolist() == [True, False, True, False]
 
 
 def test_micrographs_without_coordinates_are_skipped(tmp_path):

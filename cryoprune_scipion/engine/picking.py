@@ -321,8 +321,8 @@ def _particles_in_strip(centres, shape, val_fraction, side, margin):
     if strip is None:
         return 0
     top, left, bottom, right = strip
-    return int(np.count_nonzero(_inside(centres - (left, top), (bottom - top, right - left),
-                                        margin)))
+    return int(np.count_nonzero(_within(centres, (left + margin, top + margin,
+                                                  right - margin, bottom - margin))))
 
 
 def _save_strip(stem, image, centres, reach):
@@ -475,30 +475,31 @@ def choose_thresholds(weights, dataset_dir, box_working, gpu_ids=()):
     "threshold_validation": {copies: precision, recall, F1 there, and the
     particles}}.
 
-    A pick matches a particle within SAME_PARTICLE of a box. Picks within
-    half a box of a strip's edge are left out, as picking leaves out picks
-    near the micrograph edge, and so are the particles there; a pick of
-    such a particle, or of one just off the strip, counts neither way."""
+    A pick matches a particle within SAME_PARTICLE of a box. Each strip is
+    scored within the extent of its labels and at least half a box from its
+    edges (picking leaves out picks near the micrograph edge): annotators
+    often leave a margin or a part of a micrograph unlabelled, where right
+    picks would count as false. A pick of a particle outside that area
+    counts neither way."""
     strips = read_strips(dataset_dir)
     margin = box_working / 2
-    particles = sum(np.count_nonzero(_inside(centres, image.shape, margin))
-                    for image, centres in strips)
+    areas = [_scored_area(truth, image.shape, margin) for image, truth in strips]
+    particles = sum(np.count_nonzero(_within(truth, area))
+                    for (_, truth), area in zip(strips, areas))
     network = import_yolo()(weights, task="detect")
     detect = functools.partial(_detect, network, iou=Detection.iou,
                                max_det=Detection.max_det, device=ultralytics_device(gpu_ids))
     radius = SAME_PARTICLE * box_working
     matched = {copies: ([], []) for copies in TTA_COPIES}
-    for image, truth in strips:
+    for (image, truth), area in zip(strips, areas):
         found = _detect_copies(detect, image, THRESHOLD_CHOICES[0] / max(TTA_COPIES),
                                max(TTA_COPIES))
         for copies in TTA_COPIES:
             centres, scores, _ = found[0] if copies == 1 else fuse_copies(found[:copies],
                                                                           radius)
-            inside = _inside(centres, image.shape, margin)
-            hits, counted = _strip_matches(centres[inside], scores[inside], truth,
-                                           image.shape, margin, radius)
+            hits, counted = _strip_matches(centres, scores, truth, area, radius)
             matched[copies][0].append(hits[counted])
-            matched[copies][1].append(scores[inside][counted])
+            matched[copies][1].append(scores[counted])
     thresholds, figures = {}, {}
     for copies, (hits, scores) in matched.items():
         threshold, figures[str(copies)] = best_threshold(np.concatenate(hits),
@@ -513,13 +514,13 @@ def choose_thresholds(weights, dataset_dir, box_working, gpu_ids=()):
     return {"thresholds": thresholds, "threshold_validation": figures}
 
 
-def _strip_matches(centres, scores, truth, shape, margin, radius):
-    """Which picks matched a particle and which count: all but those that
-    matched a particle near or off the strip's edge."""
+def _strip_matches(centres, scores, truth, area, radius):
+    """Which picks matched a particle and which count: a pick of a particle
+    in the scored `area`, and a pick in it that matched none."""
     assigned = assign_picks(centres, truth, radius, scores)
-    counted_particle = np.append(_inside(truth, shape, margin), False)  # [-1]: none
     matched = assigned >= 0
-    return matched, ~matched | counted_particle[assigned]
+    counted_particle = np.append(_within(truth, area), False)  # [-1]: none
+    return matched, np.where(matched, counted_particle[assigned], _within(centres, area))
 
 
 def best_threshold(matched, scores, particles):
@@ -543,10 +544,21 @@ def stored_threshold(metadata, copies):
     return metadata.get("thresholds", {}).get(str(copies), Detection.threshold)
 
 
-def _inside(centres, shape, margin):
+def _scored_area(truth, shape, margin):
+    """(x0, y0, x1, y1): the extent of the labels `truth`, at least `margin`
+    inside an image of `shape`."""
     rows, columns = shape
+    x, y = np.asarray(truth, dtype=float).reshape(-1, 2).T
+    if not len(x):
+        return margin, margin, columns - margin, rows - margin
+    return (max(margin, x.min()), max(margin, y.min()),
+            min(columns - margin, x.max()), min(rows - margin, y.max()))
+
+
+def _within(centres, area):
+    x0, y0, x1, y1 = area
     x, y = np.asarray(centres, dtype=float).reshape(-1, 2).T
-    return (x >= margin) & (x <= columns - margin) & (y >= margin) & (y <= rows - margin)
+    return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
 
 
 def _coordinates_fingerprint(labelled, class_names):
