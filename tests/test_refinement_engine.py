@@ -86,6 +86,20 @@ def test_duplicate_classes_are_merged_and_the_mixed_class_split():
     assert similarity[np.triu_indices(3, 1)].max() < threshold  # no duplicates left
 
 
+def test_a_last_pass_that_merges_is_followed_by_clean_up_passes():
+    images, truth = views_stack(150, snr=3.0, seed=4)
+    start = np.where(truth == 0, 1 + np.arange(len(truth)) % 2, 3)  # as above
+    alone = refine.refine(images, start, 3, settings(passes=1, angle_step=15.0,
+                                                     cleanup_passes=0))
+    assert len(alone.history) == 1 and not alone.history[0]["merged"]
+    assert clustering_accuracy(truth, alone.labels) < 0.8  # one view still in two classes
+    refined = refine.refine(images, start, 3, settings(passes=1, angle_step=15.0))
+    assert refined.history[0]["merged"] == [(1, 2, 3)]
+    assert 2 <= len(refined.history) <= 1 + refine.RefinementSettings().cleanup_passes
+    assert not (refined.history[-1]["merged"] or refined.history[-1]["reseeded"])
+    assert clustering_accuracy(truth, refined.labels) >= 0.95
+
+
 def test_noise_corrected_test_merges_noisy_averages_of_one_view_only():
     import torch
     rng = np.random.default_rng(0)

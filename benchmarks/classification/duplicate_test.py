@@ -46,11 +46,17 @@ from cryoprune_scipion.engine.io import write_stack  # noqa: E402
 from cryoprune_scipion.engine.metrics import clustering_accuracy  # noqa: E402
 
 N, EPOCHS = 1500, 12
-# name: the RefinementSettings fields of the duplicate test
-TESTS = {"fixed0.95": {"duplicate_correlation": 0.95, "duplicate_noise": False},
-         "noise0.95": {"duplicate_correlation": 0.95, "duplicate_noise": True},
-         "noise0.98": {"duplicate_correlation": 0.98, "duplicate_noise": True},
-         "noise1.0": {"duplicate_correlation": 1.0, "duplicate_noise": True}}
+# name: the RefinementSettings fields of the duplicate test and the clean-up
+TESTS = {"fixed0.95": {"duplicate_correlation": 0.95, "duplicate_noise": False,
+                       "cleanup_passes": 0},
+         "noise0.95": {"duplicate_correlation": 0.95, "duplicate_noise": True,
+                       "cleanup_passes": 0},
+         "noise0.98": {"duplicate_correlation": 0.98, "duplicate_noise": True,
+                       "cleanup_passes": 0},
+         "noise1.0": {"duplicate_correlation": 1.0, "duplicate_noise": True,
+                      "cleanup_passes": 0},
+         "noise0.95_cleanup2": {"duplicate_correlation": 0.95, "duplicate_noise": True,
+                                "cleanup_passes": 2}}
 
 
 class _Start(Exception):
@@ -91,6 +97,7 @@ def measure(path, test):
             "views_per_class": [np.bincount(stored["truth"][result.labels == k + 1],
                                             minlength=K).tolist() for k in range(K)],
             "reseeded": sum(len(h["reseeded"]) for h in result.history),
+            "passes": len(result.history),
             "seconds": time.time() - start}
 
 

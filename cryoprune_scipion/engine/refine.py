@@ -17,7 +17,9 @@ average from the correlation of its even and odd members' averages
 (Spearman-Brown): two averages of one view correlate well below 1 when their
 classes are small or the SNR low, and the correction brings them near 1
 whatever the noise. The passes stop when fewer than `tolerance` of the
-particles change class.
+particles change class. When the last pass still merges or reseeds a class,
+up to `cleanup_passes` more passes follow, so that the final classes are
+averaged after the last change and no view is left split in two.
 
 The search runs on the working stack Fourier-cropped to `search_size`
 pixels (a low-pass: at low SNR the classes differ at low resolution), batch
@@ -54,6 +56,8 @@ class RefinementSettings:
     # the correlation divided by sqrt(R_a R_b), the averages' half-set reliabilities (False:
     # the test of the earlier rows; benchmarks/classification/duplicate_test.py)
     duplicate_noise: bool = True
+    # passes after `passes` while the last one merged or reseeded (0: the earlier rows)
+    cleanup_passes: int = 2
     batch: int = 64               # particles per search batch
 
     def check(self):
@@ -186,7 +190,9 @@ def refine(working, labels, n_classes, settings, device=None, references=None, s
     correlations = np.zeros(n)
     history = []
     beta = None
-    for number in range(1, max(1, settings.passes) + 1):
+    scheduled = max(1, settings.passes)
+    limit = scheduled + settings.cleanup_passes  # no merge or reseed after the very last
+    for number in range(1, limit + 1):
         start = time.time()
         search = Search(fourier_crop(references, s), settings.angle_step,
                         settings.max_shift * s, device)
@@ -239,7 +245,7 @@ def refine(working, labels, n_classes, settings, device=None, references=None, s
                                  sums / totals.clamp(min=1e-12)[:, None, None], references)
         sizes = np.bincount(labels, minlength=n_classes + 1)[1:]
         reseeded, merged = [], []
-        if number < settings.passes:
+        if number < limit:
             references, labels, merged = _merge_duplicates(
                 working, labels, angles, shifts, references, half_set_reliability(halves, s),
                 settings, device, rng)
@@ -249,14 +255,21 @@ def refine(working, labels, n_classes, settings, device=None, references=None, s
         history.append({"pass": number, "changed": changed, "mean_correlation": mean_correlation,
                         "seconds": seconds, "reseeded": reseeded, "merged": merged,
                         "sizes": sizes.tolist()})
-        logger.info("refinement pass %d/%d: %.1f %% of the particles changed class, mean "
-                    "correlation %.3f, %.1f s%s%s", number, settings.passes, 100 * changed,
+        logger.info("refinement %s: %.1f %% of the particles changed class, mean "
+                    "correlation %.3f, %.1f s%s%s",
+                    "pass %d/%d" % (number, scheduled) if number <= scheduled
+                    else "clean-up pass %d (the pass before changed classes)" % number,
+                    100 * changed,
                     mean_correlation, seconds,
                     ", reseeded classes %s" % reseeded if reseeded else "",
                     "".join(", classes %d and %d hold one view: merged, class %d split into "
                             "%d" % (kept, freed, split, freed) for kept, freed, split in merged))
-        if changed < settings.tolerance and not (reseeded or merged) and number > 1:
+        if reseeded or merged:
+            continue
+        if changed < settings.tolerance and number > 1:
             logger.info("refinement: assignments settled after %d passes", number)
+            break
+        if number >= scheduled:
             break
     return Refined(labels, angles % 360, shifts, correlations, references.cpu().numpy(), history)
 

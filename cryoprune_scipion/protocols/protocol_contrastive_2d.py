@@ -138,9 +138,10 @@ class CryoPruneProtContrastive2D(CryoPruneProtocol, ProtClassify2D):
                            "class and average again; empty or tiny classes are reseeded "
                            "by splitting the largest, and two classes whose averages "
                            "match after alignment are merged and the largest class split "
-                           "in two. Stops earlier when the classes settle. %d to start; "
-                           "0: keep the clustering's classes."
-                           % RefinementSettings.passes)
+                           "in two. Stops earlier when the classes settle; when the last "
+                           "pass still merges or reseeds, up to %d clean-up passes follow. "
+                           "%d to start; 0: keep the clustering's classes."
+                           % (RefinementSettings.cleanup_passes, RefinementSettings.passes))
         form.addParam("refineMode", params.EnumParam, choices=REFINE_MODES,
                       default=REFINE_MODES.index(RefinementSettings.mode),
                       expertLevel=params.LEVEL_ADVANCED, label="Assignment",
@@ -333,9 +334,12 @@ class CryoPruneProtContrastive2D(CryoPruneProtocol, ProtClassify2D):
         passes = getattr(self, OUTPUT_ENCODER).getMetadata().get("refinement_passes", 0)
         if not passes:
             return "Classes of the contrastive clustering, not refined."
-        return ("Refined by %d of at most %d passes of multi-reference alignment (%s "
-                "assignment)." % (passes, self.refinePasses.get(),
-                                  REFINE_MODES[self.refineMode.get()]))
+        cleanup = max(0, passes - self.refinePasses.get())
+        return ("Refined by %d passes of multi-reference alignment (%s assignment; at most "
+                "%d asked%s)." % (passes, REFINE_MODES[self.refineMode.get()],
+                                  self.refinePasses.get(),
+                                  ", %d more to clean up after a merge or reseed in the last"
+                                  % cleanup if cleanup else ""))
 
     def _describeScores(self):
         """Best and worst class resolution, and the subset of good particles."""
