@@ -18,7 +18,8 @@ again).
         --sets snr0.05 snr0.1 --seeds 0 1 2 --folder benchmarks/work/starts \\
         --out benchmarks/classification/results/duplicate_test.json
     # the same with --sets snr1 snr0.02 mixture_snr0.05 --seeds 0, and each
-    # with --tests noise0.98 (noise1.0: snr0.1 seed 1 only)
+    # with --tests noise0.98 (noise1.0: snr0.1 seed 1 only); --n 10000 --sets snr0.05
+    # --seeds 0 for the start of the 10,000-particle timing row
 
 Measured (results/duplicate_test.json): the corrected test at 0.95 raises the
 mean accuracy of snr0.05 / snr0.1 seeds 0-2 from 0.918 / 0.907 to 0.950 /
@@ -63,9 +64,9 @@ class _Start(Exception):
     pass
 
 
-def make_start(name, seed, path):
+def make_start(name, seed, path, n=N):
     snr, mixture = SETS[name]
-    images, truth, defoci, _ = common.simulate_set(snr, N, seed, mixture, K)
+    images, truth, defoci, _ = common.simulate_set(snr, n, seed, mixture, K)
 
     def grab(working, labels, k, settings, device=None, references=None, seed=0):
         np.savez(path + ".partial.npz", working=np.asarray(working), labels=labels, truth=truth)
@@ -106,6 +107,7 @@ def main():
     parser.add_argument("action", choices=["starts", "measure"])
     parser.add_argument("--sets", nargs="+", default=["snr0.05", "snr0.1"], choices=list(SETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--n", type=int, default=N, help="particles per set")
     parser.add_argument("--tests", nargs="+", default=["fixed0.95", "noise0.95"],
                         choices=list(TESTS))
     parser.add_argument("--folder", default="benchmarks/work/starts")
@@ -120,15 +122,17 @@ def main():
             rows = json.load(f)
     for seed in args.seeds:
         for name in args.sets:
-            path = os.path.join(args.folder, "%s_seed%d.npz" % (name, seed))
+            tag = "%s_seed%d" % (name, seed) + ("" if args.n == N else "_n%d" % args.n)
+            path = os.path.join(args.folder, tag + ".npz")
             if args.action == "starts":
                 if not os.path.exists(path):
                     t = time.time()
-                    make_start(name, seed, path)
+                    make_start(name, seed, path, args.n)
                     print(name, seed, "start %.0f s" % (time.time() - t), flush=True)
                 continue
             for test in args.tests:
-                key = "%s/seed%d/%s" % (name, seed, test)
+                key = "/".join([name, "seed%d" % seed] + ([] if args.n == N else
+                                                          ["n%d" % args.n]) + [test])
                 if key in rows:
                     continue
                 rows[key] = dict(set=name, seed=seed, test=test, **measure(path, test))
