@@ -46,7 +46,7 @@ def reliability(working, settled, settings):
     return refine.half_set_reliability(halves, min(settings.search_size, size))
 
 
-def trial(working, settled, kept, freed, settings, rng):
+def trial(working, settled, kept, freed, settings, passes, rng):
     labels = settled.labels.copy()
     references = torch.tensor(settled.averages)
     sizes = np.bincount(labels, minlength=K + 1)[1:]
@@ -55,7 +55,8 @@ def trial(working, settled, kept, freed, settings, rng):
     labels[labels == freed + 1] = kept + 1
     refine._split(working, labels, settled.angles, settled.shifts, references, largest, freed,
                   settings, None, rng)
-    return largest, refine.refine(working, labels, K, dataclasses.replace(settings, passes=2),
+    return largest, refine.refine(working, labels, K,
+                                  dataclasses.replace(settings, passes=passes),
                                   references=references)
 
 
@@ -63,6 +64,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--start", required=True)
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--passes", type=int, default=2, help="refinement passes of a trial")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -72,12 +74,12 @@ def main():
     settled = refine.refine(working, stored["labels"], K, settings)
     similarity = np.triu(refine.duplicate_similarity(
         torch.tensor(settled.averages), reliability(working, settled, settings), settings), 1)
-    result = {"start": args.start, "accuracy": clustering_accuracy(truth, settled.labels),
+    result = {"start": args.start, "trial_passes": args.passes, "accuracy": clustering_accuracy(truth, settled.labels),
               "mean_correlation": float(settled.correlations.mean()), "trials": []}
     rng = np.random.default_rng(0)
     for flat in np.argsort(-similarity.ravel())[:args.pairs]:
         kept, freed = (int(k) for k in np.unravel_index(flat, similarity.shape))
-        largest, tried = trial(working, settled, kept, freed, settings, rng)
+        largest, tried = trial(working, settled, kept, freed, settings, args.passes, rng)
         result["trials"].append({
             "merged": [kept + 1, freed + 1], "similarity": float(similarity[kept, freed]),
             "split": largest + 1, "mean_correlation": float(tried.correlations.mean()),
