@@ -47,17 +47,18 @@ from cryoprune_scipion.engine.io import write_stack  # noqa: E402
 from cryoprune_scipion.engine.metrics import clustering_accuracy  # noqa: E402
 
 N, EPOCHS = 1500, 12
-# name: the RefinementSettings fields of the duplicate test and the clean-up
-TESTS = {"fixed0.95": {"duplicate_correlation": 0.95, "duplicate_noise": False,
-                       "cleanup_passes": 0},
-         "noise0.95": {"duplicate_correlation": 0.95, "duplicate_noise": True,
-                       "cleanup_passes": 0},
-         "noise0.98": {"duplicate_correlation": 0.98, "duplicate_noise": True,
-                       "cleanup_passes": 0},
-         "noise1.0": {"duplicate_correlation": 1.0, "duplicate_noise": True,
-                      "cleanup_passes": 0},
-         "noise0.95_cleanup2": {"duplicate_correlation": 0.95, "duplicate_noise": True,
-                                "cleanup_passes": 2}}
+
+
+def _test(correlation, noise, cleanup=0):
+    """The RefinementSettings fields of a duplicate test and its clean-up."""
+    return {"duplicate_correlation": correlation, "duplicate_noise": noise,
+            "cleanup_passes": cleanup}
+
+
+# cleanup 0: the refinement of the first rows
+TESTS = {"fixed0.95": _test(0.95, False), "noise0.95": _test(0.95, True),
+         "noise0.98": _test(0.98, True), "noise1.0": _test(1.0, True),
+         "noise0.95_cleanup2": _test(0.95, True, cleanup=2)}
 
 
 class _Start(Exception):
@@ -122,8 +123,8 @@ def main():
             rows = json.load(f)
     for seed in args.seeds:
         for name in args.sets:
-            tag = "%s_seed%d" % (name, seed) + ("" if args.n == N else "_n%d" % args.n)
-            path = os.path.join(args.folder, tag + ".npz")
+            parts = [name, "seed%d" % seed] + ([] if args.n == N else ["n%d" % args.n])
+            path = os.path.join(args.folder, "_".join(parts) + ".npz")
             if args.action == "starts":
                 if not os.path.exists(path):
                     t = time.time()
@@ -131,8 +132,7 @@ def main():
                     print(name, seed, "start %.0f s" % (time.time() - t), flush=True)
                 continue
             for test in args.tests:
-                key = "/".join([name, "seed%d" % seed] + ([] if args.n == N else
-                                                          ["n%d" % args.n]) + [test])
+                key = "/".join(parts + [test])
                 if key in rows:
                     continue
                 rows[key] = dict(set=name, seed=seed, test=test, **measure(path, test))

@@ -74,7 +74,8 @@ def main():
     settled = refine.refine(working, stored["labels"], K, settings)
     similarity = np.triu(refine.duplicate_similarity(
         torch.tensor(settled.averages), reliability(working, settled, settings), settings), 1)
-    result = {"start": args.start, "trial_passes": args.passes, "accuracy": clustering_accuracy(truth, settled.labels),
+    result = {"start": args.start, "trial_passes": args.passes,
+              "accuracy": clustering_accuracy(truth, settled.labels),
               "mean_correlation": float(settled.correlations.mean()), "trials": []}
     rng = np.random.default_rng(0)
     for flat in np.argsort(-similarity.ravel())[:args.pairs]:
