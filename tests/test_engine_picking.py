@@ -15,7 +15,7 @@ from cryoprune_scipion.engine.picking import (THRESHOLD_CHOICES, best_threshold,
                                               dihedral_copy, from_copy, fuse_copies,
                                               read_strips, read_training_coordinates,
                                               split_regions, stored_threshold,
-                                              tile_origins, write_yolo_dataset)
+                                              tile_origins, train_picker, write_yolo_dataset)
 from cryoprune_scipion.engine.preprocess import PreprocessSettings, WorkingGrid
 from cryoprune_scipion.engine.simulate import simulate_micrograph
 
@@ -80,12 +80,15 @@ def test_each_micrograph_gives_a_validation_strip_and_no_particle_is_in_both(tmp
     for index in range(4):
         path = str(tmp_path / ("mic%d.mrc" % index))
         write_micrograph(path, rng.normal(size=(400, 400)))
-        labelled[path] = [{"x": x, "y": y} for x, y in rng.uniform(30, 370, (60, 2))]
-    write_yolo_dataset(labelled, ["particle"], box, PreprocessSettings(working_size=0),
+        labelled[path] = [{"x": x, "y": y, "class": "side" if x > y else "top"}
+                          for x, y in rng.uniform(30, 370, (60, 2))]
+    write_yolo_dataset(labelled, ["top", "side"], box, PreprocessSettings(working_size=0),
                        str(tmp_path / "dataset"), val_fraction=0.25)
     strips = read_strips(str(tmp_path / "dataset"))
     assert len(strips) == 4
-    assert {image.shape for image, _ in strips} == {(400, 100), (100, 400)}
+    assert {image.shape for image, _, _ in strips} == {(400, 100), (100, 400)}
+    for _, strip_centres, classes in strips:  # the view class travels with each particle
+        assert len(classes) == len(strip_centres) and set(classes) <= {0, 1}
     for split in ("train", "val"):
         stems = {os.path.basename(f).rsplit("_", 2)[0]
                  for f in glob.glob(str(tmp_path / "dataset/images" / split / "*.png"))}
@@ -99,7 +102,7 @@ def test_each_micrograph_gives_a_validation_strip_and_no_particle_is_in_both(tmp
         return sum(np.count_nonzero(c[:, axis] * sign + 0.5 * sign >= start)
                    for c, axis, sign, start in zip(centres, (0, 1, 0, 1), (1, 1, -1, -1),
                                                    strip_starts))
-    assert sum(len(c) for _, c in strips) == beyond(box)
+    assert sum(len(c) for _, c, _ in strips) == beyond(box)
     trained, tile = [], 256
     for label_file in glob.glob(str(tmp_path / "dataset/labels/train/*.txt")):
         stem, top, left = os.path.basename(label_file)[:-4].rsplit("_", 2)
@@ -143,9 +146,11 @@ def test_strips_are_scored_within_their_labels_and_away_from_their_edges():
     area = _scored_area(truth, (100, 100), margin=10)
     assert area == (10, 30, 88, 88)  # unlabelled above y 30: not scored
     picks = np.array([(50, 51), (11, 30), (80, 80), (60, 12)])
-    matched, counted = _strip_matches(picks, np.array([0.9, 0.8, 0.7, 0.6]), truth, area,
-                                      radius=8)
+    matched, right_view, counted = _strip_matches(
+        picks, np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 1]), truth,
+        np.array([1, 1, 0, 0]), area, radius=8)
     assert matched.tolist() == [True, True, False, False]
+    assert right_view.tolist() == [True, False, False, False]  # the second gave view 0
     # a right pick, one of an edge particle (ignored), a false one, one where nobody labelled
     assert counted.tolist() == [True, False, True, False]
 
@@ -321,3 +326,84 @@ def test_the_preprocess_command_flattens_at_the_scale_of_the_box(tmp_path, capsy
     picture = np.asarray(Image.open(tmp_path / "png" / "ramp.png"), dtype=float)
     # unflattened, the halves' means would differ by 5 noise sigmas, over 100 grey levels
     assert abs(picture[:, 30:150].mean() - picture[:, 150:270].mean()) < 10
+
+
+def test_preprocessing_is_chosen_by_the_view_f1_on_the_strips(tmp_path, monkeypatch):
+    from cryoprune_scipion.engine import picking
+    filters = PreprocessSettings(working_size=512)
+    view_f1 = {}  # of the next trainings: flattening on or off
+    trained = []
+
+    def train(micrographs, coords, box, folder, settings, resume, **training):
+        name = "flattening" if settings.flatten else "filters"
+        trained.append(name)
+        metadata = {"preprocessing": settings.to_dict()}
+        if view_f1[name] is not None:  # else too few particles in the strips
+            metadata.update(thresholds={"4": 0.3},
+                            threshold_validation={"4": {"f1": 0.9, "view_f1": view_f1[name]}})
+        os.makedirs(folder)
+        for file_name, text in (("model.json", json.dumps(metadata)), ("model.pt", name),
+                                ("metrics.csv", "epoch\n1\n")):
+            with open(os.path.join(folder, file_name), "w") as f:
+                f.write(text)
+        return metadata
+    monkeypatch.setattr(picking, "train_picker", train)
+
+    def choose(name, filters_f1, flattening_f1):
+        view_f1.update(filters=filters_f1, flattening=flattening_f1)
+        del trained[:]
+        out = tmp_path / name
+        metadata = picking.train_picker_choosing_preprocessing([], "", 64, str(out), filters)
+        assert json.load(open(out / "model.json")) == metadata
+        return metadata, open(out / "model.pt").read()
+
+    metadata, weights = choose("a", 0.8, 0.85)
+    assert weights == "flattening" and trained == ["filters", "flattening"]
+    assert metadata["preprocessing"] == PreprocessSettings.disabled(512).to_dict()
+    assert metadata["preprocessing_choice"] == {
+        "chosen": "flattening", "trials": {
+            "filters": {"f1": 0.9, "view_f1": 0.8, "threshold": 0.3},
+            "flattening": {"f1": 0.9, "view_f1": 0.85, "threshold": 0.3}}}
+    assert choose("b", 0.85, 0.85)[1] == "filters"  # a tie keeps the paper's filters
+    metadata, weights = choose("c", None, None)  # nothing to choose on: one training
+    assert weights == "filters" and trained == ["filters"]
+    assert metadata["preprocessing_choice"] == {"chosen": "filters", "trials": {}}
+
+
+def test_train_picker_chooses_its_preprocessing_and_records_it(tmp_path):
+    micrographs = []
+    os.makedirs(tmp_path / "coords")
+    for index in range(3):
+        simulated = simulate_micrograph((768, 768), n_particles=28, snr=2.0, seed=index)
+        micrographs.append(str(tmp_path / ("mic%d.mrc" % index)))
+        write_micrograph(micrographs[-1], simulated.image, simulated.pixel_size)
+        write_table(str(tmp_path / "coords" / ("mic%d.csv" % index)), ["x", "y"],
+                    [{"x": p["x"], "y": p["y"]} for p in simulated.particles])
+    arguments = ["train-picker", "--micrographs", *micrographs, "--coords",
+                 str(tmp_path / "coords"), "--box", "64", "--out", str(tmp_path / "model"),
+                 "--epochs", "3", "--val-fraction", "0.3", "--working-size", "512",
+                 "--threads", "2", "--choose-preprocessing"]
+    assert cryoprune(arguments + ["--no-preprocess"]) == 2  # nothing to choose between
+    assert not os.path.exists(tmp_path / "model")  # refused before anything is written
+    assert cryoprune(arguments) == 0
+    metadata = json.load(open(tmp_path / "model" / "model.json"))
+    choice = metadata["preprocessing_choice"]
+    assert set(choice["trials"]) == {"filters", "flattening"}
+    for figures in choice["trials"].values():
+        assert 0 <= figures["view_f1"] <= figures["f1"] <= 1
+    chosen = (PreprocessSettings.disabled(512) if choice["chosen"] == "flattening"
+              else PreprocessSettings(working_size=512))
+    assert metadata["preprocessing"] == json.loads(json.dumps(chosen.to_dict()))
+    assert metadata["final_metrics"] and len(open(tmp_path / "model" / "metrics.csv")
+                                             .readlines()) == 1 + 3  # the chosen's epochs
+    assert not os.path.exists(tmp_path / "model" / "preprocessing_trials")  # state removed
+    # A resumed choice keeps a finished trial, and refuses one of other settings.
+    trial = dict(micrographs=micrographs, coords_dir=str(tmp_path / "coords"), box_size=64,
+                 out_dir=str(tmp_path / "trial"), settings=chosen, val_fraction=0.3,
+                 threads=2)
+    finished = train_picker(epochs=1, **trial)
+    weights = os.path.getmtime(tmp_path / "trial" / "model.pt")
+    assert train_picker(epochs=1, resume=True, **trial) == json.loads(json.dumps(finished))
+    assert os.path.getmtime(tmp_path / "trial" / "model.pt") == weights  # not trained again
+    with pytest.raises(InputError, match="training.epochs: 1 then, 2 now"):
+        train_picker(epochs=2, resume=True, **trial)

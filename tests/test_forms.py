@@ -13,7 +13,8 @@ from cryoprune_scipion.engine.picking import Detection, PickerTraining
 from cryoprune_scipion.engine.preprocess import PreprocessSettings
 from cryoprune_scipion.engine.pruning import TrainSettings
 from cryoprune_scipion.protocols.base import reference
-from cryoprune_scipion.protocols.protocol_yolo_training import describeSplit, describeThreshold
+from cryoprune_scipion.protocols.protocol_yolo_training import (
+    describePreprocessingChoice, describeSplit, describeThreshold)
 from cryoprune_scipion.protocols import (CryoPruneProtContrastive2D,
                                          CryoPruneProtPickerOptimizer,
                                          CryoPruneProtPickerOptimizerTraining,
@@ -121,6 +122,28 @@ class TestSummaries(unittest.TestCase):
                          "test-time copies (precision 0.900, recall 0.800, F1 0.847 on 120 "
                          "particles); 0.3 with 1, 0.3 with 2, 0.25 with 4, 0.2 with 8")
         self.assertIn("none chosen (no validation strips", describeThreshold({}))
+
+    def test_training_summary_gives_the_preprocessing_chosen_by_validation(self):
+        choice = {"chosen": "flattening",
+                  "trials": {"filters": {"f1": 0.83, "view_f1": 0.83, "threshold": 0.3},
+                             "flattening": {"f1": 0.86, "view_f1": 0.86, "threshold": 0.25}}}
+        self.assertEqual(describePreprocessingChoice({"preprocessing_choice": choice}),
+                         "Preprocessing chosen by validation: background flattening only "
+                         "(view F1 0.830 with restored contrast, 0.860 with background "
+                         "flattening only)")
+        self.assertIsNone(describePreprocessingChoice({}))
+        choice.update(chosen="filters", trials={})
+        self.assertIn("not chosen by validation (no validation strips)",
+                      describePreprocessingChoice({"preprocessing_choice": choice}))
+
+    def test_choose_by_validation_passes_its_flag_with_restored_contrast_only(self):
+        prot = CryoPruneProtYoloTraining()
+        self.assertIn("--choose-preprocessing", prot._getPreprocessArgs())  # the start
+        prot.choosePreprocessing.set(False)
+        self.assertNotIn("--choose-preprocessing", prot._getPreprocessArgs())
+        prot.choosePreprocessing.set(True)
+        prot.doPreprocess.set(False)  # nothing to choose between
+        self.assertEqual(prot._getPreprocessArgs()[-1], "--no-preprocess")
 
     def test_methods_name_references_not_keys(self):
         self.assertEqual(reference("Li2022PickerOptimizer"),

@@ -95,6 +95,11 @@ class TestProtocolDefaults(BaseTest):
         self.assertEqual(model.getBoxSize(), BOX_SIZE)
         self.assertEqual(model.getWorkingSize(), 1024)
         self.assertEqual(model.getMetadata()["micrographs_trained"], 1)
+        # 8 particles leave no validation strips to choose the preprocessing on
+        self.assertEqual(model.getMetadata()["preprocessing_choice"],
+                         {"chosen": "filters", "trials": {}})
+        self.assertIn("Preprocessing: restored contrast, not chosen by validation (no "
+                      "validation strips)", training.summary())
         self.assertGpuHandled(training)
 
         picking = self.newProtocol(CryoPruneProtYoloPicking, inputMicrographs=self.mics,

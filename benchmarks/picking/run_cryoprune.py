@@ -122,6 +122,7 @@ def main(argv=None):
         "settings": {"model": args.model, "box": args.box, "epochs": args.epochs,
                      "tile": metadata.get("tile"),
                      "preprocessing": metadata["preprocessing"],
+                     "preprocessing_choice": metadata.get("preprocessing_choice"),
                      "pick_confidence": PICK_CONFIDENCE, "tta": args.tta,
                      "extra": args.extra},
     })

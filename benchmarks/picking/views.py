@@ -246,8 +246,9 @@ def configuration(work, snr, views, n_annotated, n_test, epochs, extra, name,
         "training": training,
         "pick_seconds": picking,
         "settings": {"classes": metadata["classes"],
-                     "preprocessing": metadata["preprocessing"], "tile": metadata["tile"],
-                     "box": BOX, "extra": extra},
+                     "preprocessing": metadata["preprocessing"],
+                     "preprocessing_choice": metadata.get("preprocessing_choice"),
+                     "tile": metadata["tile"], "box": BOX, "extra": extra},
     }
 
 

@@ -6,15 +6,15 @@ import os
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from ..engine.device import add_device_argument
 from ..engine.io import InputError, micrograph_stem, read_model_metadata, write_table
-from ..engine.picking import TTA_COPIES, Detection, PickerTraining
+from ..engine.picking import (METRICS_CSV, PREPROCESSING_TRIALS, TTA_COPIES, Detection,
+                              PickerTraining)
 from ..engine.preprocess import PreprocessSettings, WAVELET_MODES
 from .arguments import (fraction, non_negative_float, non_negative_int, positive_float,
                         positive_int, probability)
 from .outputs import RunOutputs, add_output_arguments
 
-METRICS_CSV = "metrics.csv"
 PICKER_RESULTS = [MODEL_WEIGHTS, MODEL_METADATA, METRICS_CSV]
-PICKER_STATE = ["dataset", "training"]
+PICKER_STATE = ["dataset", "training", PREPROCESSING_TRIALS]
 
 
 def add_commands(commands):
@@ -60,7 +60,12 @@ def add_commands(commands):
                             "(default: the sorted names of the class column)")
     train.add_argument("--seed", type=int, default=PickerTraining.seed)
     train.add_argument("--threads", type=positive_int, default=1)
-    _add_preprocess_arguments(train)
+    _add_preprocess_arguments(train).add_argument(
+        "--choose-preprocessing", action="store_true",
+        help="train with the filters above and with --no-preprocess, and keep the picker "
+             "whose validation strips score the higher view F1 (a pick of the wrong view "
+             "counts as false); twice the training. Without validation strips "
+             "(--val-fraction 0, or too few particles in them) the filters' picker is kept")
     add_device_argument(train)
     add_output_arguments(train, resumable=True)
     train.set_defaults(run=run_train)
@@ -116,6 +121,7 @@ def _add_preprocess_arguments(parser):
     group.add_argument("--no-preprocess", action="store_true",
                        help="only resize, flatten the background and normalise "
                             "(all filters off)")
+    return group
 
 
 def preprocess_settings(args):
@@ -162,16 +168,20 @@ def run_preprocess(args):
 
 
 def run_train(args):
-    from ..engine.picking import train_picker
+    from ..engine.picking import train_picker, train_picker_choosing_preprocessing
+    if args.choose_preprocessing and args.no_preprocess:
+        raise InputError("--choose-preprocessing compares the filters with --no-preprocess: "
+                         "give one of the two")
     RunOutputs(args, inputs=args.micrographs + [args.coords, args.initial_weights]).folder(
         args.out, results=PICKER_RESULTS, state=PICKER_STATE)
-    metadata = train_picker(
-        args.micrographs, args.coords, args.box, args.out,
-        settings=preprocess_settings(args), model=args.model,
-        initial_weights=args.initial_weights, epochs=args.epochs,
-        patience=args.patience, batch=args.batch, learning_rate=args.lr, tile=args.tile,
-        val_fraction=args.val_fraction, augment=args.augment, class_names=args.classes,
-        gpu_ids=args.gpu_ids, threads=args.threads, seed=args.seed, resume=args.resume)
+    training = dict(model=args.model, initial_weights=args.initial_weights,
+                    epochs=args.epochs, patience=args.patience, batch=args.batch,
+                    learning_rate=args.lr, tile=args.tile, val_fraction=args.val_fraction,
+                    augment=args.augment, class_names=args.classes, gpu_ids=args.gpu_ids,
+                    threads=args.threads, seed=args.seed)
+    train = train_picker_choosing_preprocessing if args.choose_preprocessing else train_picker
+    metadata = train(args.micrographs, args.coords, args.box, args.out,
+                     preprocess_settings(args), resume=args.resume, **training)
     print("final: " + ", ".join("%s %.3f" % item for item in
                                 metadata["final_metrics"].items()))
 

@@ -46,6 +46,8 @@ STRIP_SIDES = ("right", "bottom", "left", "top")
 THRESHOLD_CHOICES = tuple(round(0.05 * step, 2) for step in range(1, 20))
 VALIDATION_MIN_PARTICLES = 20
 STRIPS = "strips"
+PREPROCESSING_TRIALS = "preprocessing_trials"
+METRICS_CSV = "metrics.csv"
 # ultralytics' columns of the validation figures
 METRIC_COLUMNS = {"precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
                   "mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)"}
@@ -305,7 +307,7 @@ def write_yolo_dataset(labelled, class_names, box_size, settings, out_dir,
                            fmt=["%d", "%.6f", "%.6f", "%.6f", "%.6f"])
             if split == "val":
                 _save_strip(os.path.join(out_dir, STRIPS, micrograph_stem(path)), part,
-                            shifted, box_working)
+                            shifted, class_ids, box_working)
     validated = len(paths) if val_fraction else 0
     data_yaml = os.path.join(out_dir, "data.yaml")  # YAML reads JSON
     write_json(data_yaml, {"path": os.path.abspath(out_dir), "train": "images/train",
@@ -325,26 +327,30 @@ def _particles_in_strip(centres, shape, val_fraction, side, margin):
                                                   right - margin, bottom - margin))))
 
 
-def _save_strip(stem, image, centres, reach):
+def _save_strip(stem, image, centres, class_ids, reach):
     """A validation strip (working image) and the centres (continuous
-    coordinates) of the particles on it or within `reach` of it: a particle
-    just outside shows in the strip and its pick there is right."""
+    coordinates) and class indices of the particles on it or within `reach`
+    of it: a particle just outside shows in the strip and its pick there is
+    right."""
     rows, columns = image.shape
     x, y = centres.T
     near = (x >= -reach) & (x < columns + reach) & (y >= -reach) & (y < rows + reach)
     with replacing(stem + ".npy") as partial, open(partial, "wb") as f:
         np.save(f, image)
-    write_table(stem + ".csv", ["x", "y"], [{"x": x, "y": y} for x, y in centres[near]])
+    write_table(stem + ".csv", ["x", "y", "class"],
+                [{"x": x, "y": y, "class": int(c)}
+                 for (x, y), c in zip(centres[near], class_ids[near])])
 
 
 def read_strips(dataset_dir):
-    """(image, centres (n, 2)) of each validation strip of a dataset, the
-    centres of particles within a box of the strip included."""
+    """(image, centres (n, 2), class indices (n,)) of each validation strip
+    of a dataset, the particles within a box of the strip included."""
     strips = []
     for stem in sorted(glob.glob(os.path.join(dataset_dir, STRIPS, "*.npy"))):
         rows = read_coordinates(stem[:-4] + ".csv")
         centres = np.array([(float(r["x"]), float(r["y"])) for r in rows]).reshape(-1, 2)
-        strips.append((np.load(stem), centres))
+        classes = np.array([int(r.get("class") or 0) for r in rows], dtype=int)
+        strips.append((np.load(stem), centres, classes))
     return strips
 
 
@@ -406,7 +412,8 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     every epoch). With `resume`, the run continues the interrupted run of
     the same settings and coordinates whose state out_dir holds, and starts
     from the beginning when it holds none; the state must not exist
-    otherwise."""
+    otherwise. A resumed run whose training had finished (its model.json
+    written, its state kept: a preprocessing trial) returns its metadata."""
     settings = settings or PreprocessSettings()
     settings.validate()
     if initial_weights and not os.path.isfile(initial_weights):
@@ -437,6 +444,11 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     data_yaml, tile, split_sizes = _training_dataset(
         labelled, class_names, box_size, settings, out_dir, val_fraction, tile, threads,
         seed, run, resume)
+    finished = os.path.join(out_dir, MODEL_METADATA)
+    if resume and os.path.isfile(finished):
+        logger.info("resuming: the training in %s had finished; its model is kept", out_dir)
+        with open(finished) as f:
+            return json.load(f)
     logger.info("training %s on %d micrographs (%s), %d particles, classes %s, tiles "
                 "of %d px", model, split_sizes["train"],
                 "a strip of %d %% of each held out for validation" % round(100 * val_fraction)
@@ -451,7 +463,7 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     weights = os.path.join(run_dir, "weights", "last.pt")
     if not os.path.isfile(weights):
         raise RuntimeError("training ended without weights in %s" % weights)
-    metrics_csv = os.path.join(out_dir, "metrics.csv")
+    metrics_csv = os.path.join(out_dir, METRICS_CSV)
     _copy_atomic(os.path.join(run_dir, "results.csv"), metrics_csv)
     grid = WorkingGrid.for_shape(read_micrograph(min(labelled)).shape,
                                  settings.working_size)
@@ -469,11 +481,62 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     return metadata
 
 
+def train_picker_choosing_preprocessing(micrographs, coords_dir, box_size, out_dir,
+                                        filters, resume=False, **training):
+    """`train_picker` twice, with the paper's `filters` and with background
+    flattening only, each in out_dir/PREPROCESSING_TRIALS/<name>; the picker
+    whose validation strips give the higher view F1 (with the default
+    test-time copies, at its chosen threshold) becomes out_dir's model, the
+    filters on a tie, with both trials' figures in model.json
+    (`preprocessing_choice`). Neither wins everywhere: the filters keep views
+    apart on raw micrographs, flattening alone picks better on denoised ones
+    (BENCHMARKS.md). Short trials do not tell them apart (after a quarter of
+    40 epochs neither picked a particle of the simulated views), so both
+    train fully. Without validation strips (validation fraction 0, or too
+    few annotated particles in them) there is nothing to choose on: the
+    filters' picker is kept, after one training. With `resume`, a finished trial is kept and an
+    interrupted one continues. Returns the model's metadata."""
+    candidates = {"filters": filters,
+                  "flattening": PreprocessSettings.disabled(filters.working_size)}
+    trials = {}
+    for name, settings in candidates.items():
+        logger.info("preprocessing trial '%s'", name)
+        metadata = train_picker(micrographs, coords_dir, box_size,
+                                os.path.join(out_dir, PREPROCESSING_TRIALS, name), settings,
+                                resume=resume, **training)
+        figures = metadata.get("threshold_validation", {}).get(str(Detection.tta))
+        if not figures:
+            logger.info("no validation strips to choose the preprocessing on (validation "
+                        "fraction 0, or fewer than %d annotated particles in them): the "
+                        "filters' picker is kept", VALIDATION_MIN_PARTICLES)
+            return _keep_trial(out_dir, "filters", {})
+        trials[name] = {"f1": figures["f1"], "view_f1": figures["view_f1"],
+                        "threshold": metadata["thresholds"][str(Detection.tta)]}
+    chosen = max(candidates, key=lambda name: trials[name]["view_f1"])  # first of equals
+    logger.info("preprocessing chosen on the validation strips: '%s' (%s)", chosen,
+                "; ".join("%s view F1 %.3f, F1 %.3f" % (name, t["view_f1"], t["f1"])
+                          for name, t in trials.items()))
+    return _keep_trial(out_dir, chosen, trials)
+
+
+def _keep_trial(out_dir, chosen, trials):
+    """The model of trial `chosen` as out_dir's, with the choice in model.json."""
+    folder = os.path.join(out_dir, PREPROCESSING_TRIALS, chosen)
+    with open(os.path.join(folder, MODEL_METADATA)) as f:
+        metadata = json.load(f)
+    metadata["preprocessing_choice"] = {"chosen": chosen, "trials": trials}
+    _copy_atomic(os.path.join(folder, METRICS_CSV), os.path.join(out_dir, METRICS_CSV))
+    _copy_atomic(os.path.join(folder, MODEL_WEIGHTS), os.path.join(out_dir, MODEL_WEIGHTS))
+    write_json(os.path.join(out_dir, MODEL_METADATA), metadata)
+    return metadata
+
+
 def choose_thresholds(weights, dataset_dir, box_working, gpu_ids=()):
     """The confidence threshold of best F1 on the validation strips for each
     number of test-time copies, as {"thresholds": {copies: threshold},
-    "threshold_validation": {copies: precision, recall, F1 there, and the
-    particles}}.
+    "threshold_validation": {copies: precision, recall, F1 there, the
+    particles, and the view F1: the F1 there when a pick of the wrong view
+    class counts as false}}.
 
     A pick matches a particle within SAME_PARTICLE of a box. Each strip is
     scored within the extent of its labels and at least half a box from its
@@ -483,27 +546,30 @@ def choose_thresholds(weights, dataset_dir, box_working, gpu_ids=()):
     counts neither way."""
     strips = read_strips(dataset_dir)
     margin = box_working / 2
-    areas = [_scored_area(truth, image.shape, margin) for image, truth in strips]
+    areas = [_scored_area(truth, image.shape, margin) for image, truth, _ in strips]
     particles = sum(np.count_nonzero(_within(truth, area))
-                    for (_, truth), area in zip(strips, areas))
+                    for (_, truth, _), area in zip(strips, areas))
     network = import_yolo()(weights, task="detect")
     detect = functools.partial(_detect, network, iou=Detection.iou,
                                max_det=Detection.max_det, device=ultralytics_device(gpu_ids))
     radius = SAME_PARTICLE * box_working
-    matched = {copies: ([], []) for copies in TTA_COPIES}
-    for (image, truth), area in zip(strips, areas):
+    matched = {copies: ([], [], []) for copies in TTA_COPIES}
+    for (image, truth, truth_classes), area in zip(strips, areas):
         found = _detect_copies(detect, image, THRESHOLD_CHOICES[0] / max(TTA_COPIES),
                                max(TTA_COPIES))
         for copies in TTA_COPIES:
-            centres, scores, _ = found[0] if copies == 1 else fuse_copies(found[:copies],
-                                                                          radius)
-            hits, counted = _strip_matches(centres, scores, truth, area, radius)
-            matched[copies][0].append(hits[counted])
-            matched[copies][1].append(scores[counted])
+            centres, scores, classes = (found[0] if copies == 1
+                                        else fuse_copies(found[:copies], radius))
+            hits, right_view, counted = _strip_matches(centres, scores, classes, truth,
+                                                       truth_classes, area, radius)
+            for kept, values in zip(matched[copies], (hits, right_view, scores)):
+                kept.append(values[counted])
     thresholds, figures = {}, {}
-    for copies, (hits, scores) in matched.items():
-        threshold, figures[str(copies)] = best_threshold(np.concatenate(hits),
-                                                         np.concatenate(scores), particles)
+    for copies, (hits, right_view, scores) in matched.items():
+        hits, right_view, scores = (np.concatenate(a) for a in (hits, right_view, scores))
+        threshold, figures[str(copies)] = best_threshold(hits, scores, particles)
+        kept = scores >= threshold
+        figures[str(copies)]["view_f1"] = _score(right_view[kept], particles).f1
         thresholds[str(copies)] = threshold
     chosen = figures[str(Detection.tta)]
     logger.info("picking threshold chosen on the validation strips (%d particles): %s "
@@ -514,13 +580,16 @@ def choose_thresholds(weights, dataset_dir, box_working, gpu_ids=()):
     return {"thresholds": thresholds, "threshold_validation": figures}
 
 
-def _strip_matches(centres, scores, truth, area, radius):
-    """Which picks matched a particle and which count: a pick of a particle
-    in the scored `area`, and a pick in it that matched none."""
+def _strip_matches(centres, scores, classes, truth, truth_classes, area, radius):
+    """Which picks matched a particle, which of those gave its view class,
+    and which count: a pick of a particle in the scored `area`, and a pick in
+    it that matched none."""
     assigned = assign_picks(centres, truth, radius, scores)
     matched = assigned >= 0
+    right_view = matched & (np.append(truth_classes, -1)[assigned] == classes)
     counted_particle = np.append(_within(truth, area), False)  # [-1]: none
-    return matched, np.where(matched, counted_particle[assigned], _within(centres, area))
+    return (matched, right_view,
+            np.where(matched, counted_particle[assigned], _within(centres, area)))
 
 
 def best_threshold(matched, scores, particles):
@@ -528,14 +597,18 @@ def best_threshold(matched, scores, particles):
     (`matched` to one of `particles` labels, with `scores`); of equals, the
     one nearest the default."""
     def score(threshold):
-        kept = scores >= threshold
-        found = int(np.count_nonzero(matched[kept]))
-        return PickingScore(found, int(kept.sum()) - found, particles - found)
+        return _score(matched[scores >= threshold], particles)
     threshold = max(THRESHOLD_CHOICES, key=lambda t: (round(score(t).f1, 9),
                                                       -abs(t - Detection.threshold)))
     chosen = score(threshold)
     return threshold, {"precision": chosen.precision, "recall": chosen.recall,
                        "f1": chosen.f1, "particles": particles}
+
+
+def _score(matched, particles):
+    """PickingScore of picks `matched` (bool) to one of `particles` labels."""
+    found = int(np.count_nonzero(matched))
+    return PickingScore(found, len(matched) - found, particles - found)
 
 
 def stored_threshold(metadata, copies):

@@ -42,6 +42,22 @@ def describeSplit(metadata):
     return "%s; %d without coordinates skipped" % (split, metadata["micrographs_skipped"])
 
 
+def describePreprocessingChoice(metadata):
+    """The preprocessing the training chose by validation, with both trials'
+    scores, or None when it did not choose."""
+    choice = metadata.get("preprocessing_choice")
+    if not choice:
+        return None
+    names = {"filters": "restored contrast", "flattening": "background flattening only"}
+    if not choice["trials"]:
+        return ("Preprocessing: restored contrast, not chosen by validation (no "
+                "validation strips)")
+    scores = ", ".join("%.3f with %s" % (trial["view_f1"], names[name])
+                       for name, trial in choice["trials"].items())
+    return "Preprocessing chosen by validation: %s (view F1 %s)" % (names[choice["chosen"]],
+                                                                     scores)
+
+
 def describeThreshold(metadata):
     """The picking threshold the training chose, or why it chose none."""
     if "thresholds" not in metadata:
@@ -62,8 +78,9 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
     micrographs with coordinates: one SetOfCoordinates per view class (for
     example top and side views). Micrographs are first brought to a working
     size and contrast-restored (wavelet, Wiener filter, CLAHE), as in the
-    YOLOv5 KLH picking study. The output model feeds the YOLO picking
-    protocol."""
+    YOLOv5 KLH picking study, or only background-flattened: by default both
+    are trained and the picker that validates better is kept. The output
+    model feeds the YOLO picking protocol."""
     _label = "yolo training"
     _devStatus = BETA
     _possibleOutputs = {OUTPUT_MODEL: CryoPruneYoloModel}
@@ -178,6 +195,17 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
                            "already denoised micrographs, but tells views apart "
                            "worse on raw ones (BENCHMARKS.md). Picking repeats what "
                            "training did.")
+        form.addParam("choosePreprocessing", params.BooleanParam, default=True,
+                      condition="doPreprocess", label="Choose by validation",
+                      help="Yes (the start): train with the filters below and with "
+                           "Restore contrast No, and keep the picker whose validation "
+                           "strips score the higher view F1 (a pick of the wrong view "
+                           "counts as false; the filters on a tie). Neither wins "
+                           "everywhere (BENCHMARKS.md); No halves the training time. "
+                           "The choice and both scores are in the summary. Without "
+                           "validation strips (validation fraction 0, or too few "
+                           "annotated particles in them) the filters' picker is kept, "
+                           "after one training.")
         form.addParam("workingSize", params.IntParam, default=PREPROCESS.working_size,
                       validators=[params.GE(0)], label="Working size (px)",
                       help="Long side of the micrographs after resizing; a particle "
@@ -370,6 +398,9 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
         metrics = metadata.get("final_metrics", {})
         summary = ["View classes: %s" % ", ".join(metadata["classes"]),
                    describeSplit(metadata), describeThreshold(metadata)]
+        choice = describePreprocessingChoice(metadata)
+        if choice:
+            summary.append(choice)
         if metrics:
             summary.append("Validation: precision %.3f, recall %.3f, mAP50 %.3f, "
                            "mAP50-95 %.3f" % (metrics["precision"], metrics["recall"],
@@ -414,6 +445,8 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
             args.append("--no-normalize")
         if not self.doPreprocess:
             return args + ["--no-preprocess"]
+        if self.choosePreprocessing:
+            args.append("--choose-preprocessing")
         if self.doWavelet:
             args += ["--wavelet %s" % self.wavelet.get().strip(),
                      "--wavelet-levels %d" % self.waveletLevels,
