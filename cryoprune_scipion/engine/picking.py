@@ -3,9 +3,10 @@ per labelled particle, training with ultralytics, and detection mapped back
 to micrograph pixels.
 
 A trained model is a folder: `model.pt` (the weights) and `model.json` (view
-classes, box size, preprocessing settings, tile size, final metrics, and the
+classes, box size, preprocessing settings, tile size, final metrics, the
 picking threshold chosen on the validation strips for each number of
-test-time copies).
+test-time copies, and, when the preprocessing was chosen by validation,
+both candidates' figures).
 """
 import dataclasses
 import functools
@@ -494,8 +495,9 @@ def train_picker_choosing_preprocessing(micrographs, coords_dir, box_size, out_d
     40 epochs neither picked a particle of the simulated views), so both
     train fully. Without validation strips (validation fraction 0, or too
     few annotated particles in them) there is nothing to choose on: the
-    filters' picker is kept, after one training. With `resume`, a finished trial is kept and an
-    interrupted one continues. Returns the model's metadata."""
+    filters' picker is kept, after one training. With `resume`, a finished
+    trial is kept and an interrupted one continues. Returns the model's
+    metadata."""
     candidates = {"filters": filters,
                   "flattening": PreprocessSettings.disabled(filters.working_size)}
     trials = {}
