@@ -26,6 +26,13 @@ class PickingScore:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
 
+    @classmethod
+    def from_matches(cls, matched, labelled):
+        """The score of picks `matched` (bool, True for a pick of a label)
+        against `labelled` labels."""
+        found = int(np.count_nonzero(matched))
+        return cls(found, len(matched) - found, labelled - found)
+
     def __add__(self, other):
         return PickingScore(self.true_positives + other.true_positives,
                             self.false_positives + other.false_positives,
@@ -68,10 +75,8 @@ def assign_picks(picks, labels, radius, scores=None):
 
 
 def score_picks(picks, labels, radius, scores=None):
-    matched = match_picks(picks, labels, radius, scores)
-    true_positives = int(matched.sum())
-    return PickingScore(true_positives, len(matched) - true_positives,
-                        len(np.asarray(labels).reshape(-1, 2)) - true_positives)
+    return PickingScore.from_matches(match_picks(picks, labels, radius, scores),
+                                     len(np.asarray(labels).reshape(-1, 2)))
 
 
 def precision_recall_curve(matched, scores, n_labels):

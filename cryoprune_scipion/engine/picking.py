@@ -571,7 +571,8 @@ def choose_thresholds(weights, dataset_dir, box_working, gpu_ids=()):
         hits, right_view, scores = (np.concatenate(a) for a in (hits, right_view, scores))
         threshold, figures[str(copies)] = best_threshold(hits, scores, particles)
         kept = scores >= threshold
-        figures[str(copies)]["view_f1"] = _score(right_view[kept], particles).f1
+        figures[str(copies)]["view_f1"] = PickingScore.from_matches(right_view[kept],
+                                                                    particles).f1
         thresholds[str(copies)] = threshold
     chosen = figures[str(Detection.tta)]
     logger.info("picking threshold chosen on the validation strips (%d particles): %s "
@@ -599,18 +600,12 @@ def best_threshold(matched, scores, particles):
     (`matched` to one of `particles` labels, with `scores`); of equals, the
     one nearest the default."""
     def score(threshold):
-        return _score(matched[scores >= threshold], particles)
+        return PickingScore.from_matches(matched[scores >= threshold], particles)
     threshold = max(THRESHOLD_CHOICES, key=lambda t: (round(score(t).f1, 9),
                                                       -abs(t - Detection.threshold)))
     chosen = score(threshold)
     return threshold, {"precision": chosen.precision, "recall": chosen.recall,
                        "f1": chosen.f1, "particles": particles}
-
-
-def _score(matched, particles):
-    """PickingScore of picks `matched` (bool) to one of `particles` labels."""
-    found = int(np.count_nonzero(matched))
-    return PickingScore(found, len(matched) - found, particles - found)
 
 
 def stored_threshold(metadata, copies):
