@@ -55,8 +55,6 @@ def add_commands(commands):
                             "on and to choose the picking threshold on, as a fraction of "
                             "the micrograph (0: validate on the training tiles)")
     train.add_argument("--no-augment", dest="augment", action="store_false")
-    train.add_argument("--photometric", action="store_true",
-                       help="also change the training tiles' contrast, gamma and noise")
     train.add_argument("--classes", type=lambda s: [c for c in s.split(",") if c],
                        help="view class names in order, comma-separated "
                             "(default: the sorted names of the class column)")
@@ -179,7 +177,7 @@ def run_train(args):
     training = dict(model=args.model, initial_weights=args.initial_weights,
                     epochs=args.epochs, patience=args.patience, batch=args.batch,
                     learning_rate=args.lr, tile=args.tile, val_fraction=args.val_fraction,
-                    augment=args.augment, photometric=args.photometric, class_names=args.classes, gpu_ids=args.gpu_ids,
+                    augment=args.augment, class_names=args.classes, gpu_ids=args.gpu_ids,
                     threads=args.threads, seed=args.seed)
     train = train_picker_choosing_preprocessing if args.choose_preprocessing else train_picker
     metadata = train(args.micrographs, args.coords, args.box, args.out,

@@ -404,8 +404,8 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
                  epochs=PickerTraining.epochs, patience=PickerTraining.patience,
                  batch=PickerTraining.batch, learning_rate=PickerTraining.learning_rate,
                  tile=PickerTraining.tile, val_fraction=PickerTraining.val_fraction,
-                 augment=True, photometric=False, class_names=None, gpu_ids=(),
-                 threads=1, seed=PickerTraining.seed, resume=False):
+                 augment=True, class_names=None, gpu_ids=(), threads=1,
+                 seed=PickerTraining.seed, resume=False):
     """Train a YOLO picker; writes out_dir/model.pt, model.json, metrics.csv.
 
     The training state is the dataset (out_dir/dataset) and ultralytics'
@@ -438,7 +438,7 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
     run = {"micrographs": sorted(map(micrograph_stem, labelled)), "box_size": box_size,
            "coordinates": _coordinates_fingerprint(labelled, class_names),
            "classes": class_names, "preprocessing": settings.to_dict(), "tile": tile,
-           "val_fraction": val_fraction, "model": model, "photometric": photometric,
+           "val_fraction": val_fraction, "model": model,
            "initial_weights": os.path.abspath(initial_weights) if initial_weights else "",
            "training": training}
     run = json.loads(json.dumps(run))  # as read back from the dataset's run description
@@ -457,7 +457,7 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
                 sum(len(r) for r in labelled.values()), ",".join(class_names), tile)
     run_dir = os.path.join(out_dir, "training")
     _fit(out_dir, data_yaml, tile, model, initial_weights, training, gpu_ids, threads,
-         resume, photometric)
+         resume)
     # The last epoch, not the best by validation fitness: on the few tens of
     # particles a few annotated micrographs hold out, the best epoch is noise
     # and often early (BENCHMARKS.md, "Validation strips").
@@ -664,7 +664,7 @@ def _training_dataset(labelled, class_names, box_size, settings, out_dir, val_fr
 
 
 def _fit(out_dir, data_yaml, tile, model, initial_weights, training, gpu_ids, threads,
-         resume, photometric=False):
+         resume):
     """Train in out_dir/training, or with `resume` continue the training saved
     there; ultralytics' own output stays off, one line per epoch is logged."""
     YOLO = import_yolo()
@@ -675,7 +675,7 @@ def _fit(out_dir, data_yaml, tile, model, initial_weights, training, gpu_ids, th
         logger.info("resuming: the training in %s had finished", run_dir)
         return
     machine = dict(device=ultralytics_device(gpu_ids), workers=threads,
-                   trainer=_atomic_checkpoint_trainer(photometric))
+                   trainer=_atomic_checkpoint_trainer())
     if saved:
         logger.info("resuming from %s: %d of %d epochs done", last, saved,
                     training["epochs"])
@@ -753,46 +753,13 @@ def _log_epochs(network, epochs):
     network.add_callback("on_fit_epoch_end", epoch_ended)
 
 
-class PhotometricJitter:
-    """ultralytics transform of a training tile: its contrast, gamma and
-    noise changed at random, as micrographs differ in ice thickness, dose
-    and denoising."""
-
-    def __init__(self, contrast=0.4, gamma=0.3, noise=0.3):
-        self.contrast, self.gamma, self.noise = contrast, gamma, noise
-
-    def __call__(self, labels):
-        image = labels["img"].astype(np.float32) / 255
-        mean = image.mean()
-        image = mean + (image - mean) * np.exp(np.random.uniform(-self.contrast, self.contrast))
-        image = np.clip(image, 0, 1) ** np.exp(np.random.uniform(-self.gamma, self.gamma))
-        sigma = np.random.uniform(0, self.noise) * image.std()
-        image = image + np.random.normal(0, sigma, image.shape[:2])[..., None]
-        labels["img"] = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
-        return labels
-
-
-def _atomic_checkpoint_trainer(photometric=False):
+def _atomic_checkpoint_trainer():
     """ultralytics' detection trainer writing last.pt and best.pt under a
     temporary name first, so that a run killed while saving them keeps the
-    previous epoch's weights to resume from; with `photometric`, training
-    tiles also go through PhotometricJitter."""
+    previous epoch's weights to resume from."""
     from ultralytics.models.yolo.detect import DetectionTrainer
 
     class AtomicCheckpointTrainer(DetectionTrainer):
-        def build_dataset(self, img_path, mode="train", batch=None):
-            dataset = super().build_dataset(img_path, mode, batch)
-            if photometric and mode == "train":
-                build = dataset.build_transforms
-
-                def with_jitter(hyp=None):
-                    transforms = build(hyp)
-                    transforms.insert(-1, PhotometricJitter())  # before Format
-                    return transforms
-                dataset.build_transforms = with_jitter  # also after close_mosaic
-                dataset.transforms.insert(-1, PhotometricJitter())
-            return dataset
-
         def save_model(self):
             final = self.last, self.best
             self.last, self.best = partial = tuple(p.with_name(p.name + ".partial")
