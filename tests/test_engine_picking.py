@@ -139,6 +139,21 @@ def test_the_threshold_of_best_f1_is_chosen():
     assert stored_threshold({}, 4) == 0.25  # pickers trained without validation
 
 
+@pytest.mark.parametrize("wrong_picks, expected", [(5, 0.25), (60, 0.35)])
+def test_the_threshold_leaves_the_default_only_for_a_gain_beyond_the_standard_error(
+        wrong_picks, expected):
+    # 400 particles, 330 found at 0.9; the wrong picks score 0.3. Dropping 5 of
+    # them (F1 0.898 -> 0.904) is within one standard error (0.015), dropping 60
+    # (0.835 -> 0.904) is not
+    scores = np.repeat([0.9, 0.3], [330, wrong_picks])
+    matched = np.repeat([True, False], [330, wrong_picks])
+    threshold, figures = best_threshold(matched, scores, 400)
+    assert threshold == expected
+    assert figures["recall"] == pytest.approx(330 / 400)
+    assert figures["precision"] == pytest.approx(1.0 if expected > 0.3
+                                                 else 330 / (330 + wrong_picks))
+
+
 def test_strips_are_scored_within_their_labels_and_away_from_their_edges():
     from cryoprune_scipion.engine.picking import _scored_area, _strip_matches
     # on the strip, in its edge margin, off it, and the lowest right label

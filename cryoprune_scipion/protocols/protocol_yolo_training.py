@@ -122,14 +122,16 @@ class CryoPruneProtYoloTraining(CryoPruneProtocol, EMProtocol):
                       help="Width of the strip of each annotated micrograph kept apart "
                            "(along one side, a different side from one micrograph to "
                            "the next). On the strips, precision, recall and mAP are "
-                           "measured after each epoch, and after the last the "
-                           "confidence threshold of best F1 is chosen (within the extent "
-                           "of each strip's annotations) and stored in the model for "
-                           "picking. %s to start; 0 trains on all of each "
+                           "measured after each epoch, and after the last a "
+                           "confidence threshold is chosen (within the extent of each "
+                           "strip's annotations: of those within one standard error of "
+                           "the best F1, the one nearest %s) and stored in the model "
+                           "for picking. %s to start; 0 trains on all of each "
                            "micrograph and stores no threshold (picking starts at "
                            "%s), as when the strips would hold fewer than %d annotated "
                            "particles. The last epoch's weights are kept either way."
-                           % (PickerTraining.val_fraction, Detection.threshold,
+                           % (Detection.threshold, PickerTraining.val_fraction,
+                              Detection.threshold,
                               VALIDATION_MIN_PARTICLES))
 
         form.addSection(label="Training")
