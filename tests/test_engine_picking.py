@@ -16,7 +16,7 @@ from cryoprune_scipion.engine.picking import (THRESHOLD_CHOICES, best_threshold,
                                               read_strips, read_training_coordinates,
                                               split_regions, stored_threshold,
                                               tile_origins, train_picker, write_yolo_dataset)
-from cryoprune_scipion.engine.preprocess import PreprocessSettings, WorkingGrid
+from cryoprune_scipion.engine.preprocess import PreprocessSettings
 from cryoprune_scipion.engine.simulate import simulate_micrograph
 
 
@@ -27,9 +27,11 @@ def test_tiles_cover_the_image_with_the_requested_overlap():
     assert tile_origins(200, 256, 40) == [0]
 
 
-@pytest.mark.parametrize("shape,working_size", [((700, 1100), 512), ((1100, 700), 640),
-                                                ((900, 900), 0), ((1500, 1300), 1024)])
-def test_coordinates_survive_yolo_labels_within_one_pixel(tmp_path, shape, working_size):
+@pytest.mark.parametrize("shape,working_size,working_box", [
+    ((700, 1100), 512, 0), ((1100, 700), 640, 0), ((900, 900), 0, 0), ((1500, 1300), 1024, 0),
+    ((1500, 1300), 512, 40)])  # the working box raises 512 to 1000
+def test_coordinates_survive_yolo_labels_within_one_pixel(tmp_path, shape, working_size,
+                                                          working_box):
     rng = np.random.default_rng(3)
     box = 60
     margin = box  # boxes clipped at a tile edge move their centre, so stay inside
@@ -39,16 +41,16 @@ def test_coordinates_survive_yolo_labels_within_one_pixel(tmp_path, shape, worki
     write_micrograph(path, rng.normal(size=shape))
     rows = [{"x": a, "y": b, "class": "top" if i % 2 else "side"}
             for i, (a, b) in enumerate(zip(x, y))]
-    data_yaml, tile, _ = write_yolo_dataset({path: rows}, ["side", "top"], box,
-                                            PreprocessSettings(working_size=working_size),
+    settings = PreprocessSettings(working_size=working_size, working_box=working_box)
+    data_yaml, tile, _ = write_yolo_dataset({path: rows}, ["side", "top"], box, settings,
                                             str(tmp_path / "dataset"), val_fraction=0)
-    grid = WorkingGrid.for_shape(shape, working_size)
+    grid = settings.grid(shape, box)
     recovered = []
     for label_file in glob.glob(str(tmp_path / "dataset/labels/train/*.txt")):
         top, left = (int(v) for v in os.path.basename(label_file)[:-4].split("_")[-2:])
         labels = np.loadtxt(label_file, ndmin=2)
         for class_id, cx, cy, w, h in labels:
-            if w * tile >= box * grid.scale_x - 1e-6:  # unclipped boxes only
+            if w * tile >= box * grid.scale_x - 1e-3:  # unclipped boxes (labels keep 6 digits)
                 bx, by = centres_to_micrograph([(cx * tile, cy * tile)], grid, (top, left))
                 recovered.append((bx[0], by[0], int(class_id)))
     assert json.load(open(data_yaml))["names"] == ["side", "top"]
@@ -231,6 +233,7 @@ def test_training_writes_the_model_and_its_metadata(trained_picker):
     for copies, figures in metadata["threshold_validation"].items():
         assert figures["particles"] >= 20 and figures["f1"] > 0.7, (copies, figures)
     assert metadata["preprocessing"]["working_size"] == 512
+    assert metadata["working_shape"] == [512, 512]
     assert metadata["preprocessing"]["wavelet"] == "db15"
     assert set(metadata["final_metrics"]) >= {"precision", "recall", "mAP50", "mAP50-95"}
     epochs = open(root / "model" / "metrics.csv").read().strip().splitlines()[1:]
@@ -333,7 +336,8 @@ def test_the_preprocess_command_flattens_at_the_scale_of_the_box(tmp_path, capsy
     path = str(tmp_path / "ramp.mrc")
     write_micrograph(path, rng.normal(size=(600, 600)) + 10.0 * columns / 600)
     command = ["preprocess", "--micrographs", path, "--out", str(tmp_path / "png"),
-               "--working-size", "300", "--no-preprocess", "--flatten", "2"]
+               "--working-size", "300", "--working-box", "0", "--no-preprocess",
+               "--flatten", "2"]
     assert cryoprune(command) == 2
     assert "--box" in capsys.readouterr().err
     assert cryoprune(command + ["--box", "30"]) == 0
@@ -397,17 +401,19 @@ def test_train_picker_chooses_its_preprocessing_and_records_it(tmp_path):
     arguments = ["train-picker", "--micrographs", *micrographs, "--coords",
                  str(tmp_path / "coords"), "--box", "64", "--out", str(tmp_path / "model"),
                  "--epochs", "3", "--val-fraction", "0.3", "--working-size", "512",
-                 "--threads", "2", "--choose-preprocessing"]
+                 "--working-box", "64", "--threads", "2", "--choose-preprocessing"]
     assert cryoprune(arguments + ["--no-preprocess"]) == 2  # nothing to choose between
     assert not os.path.exists(tmp_path / "model")  # refused before anything is written
     assert cryoprune(arguments) == 0
     metadata = json.load(open(tmp_path / "model" / "model.json"))
+    assert metadata["working_shape"] == [768, 768]  # the box raised 512 to the micrograph's
     choice = metadata["preprocessing_choice"]
     assert set(choice["trials"]) == {"filters", "flattening"}
     for figures in choice["trials"].values():
         assert 0 <= figures["view_f1"] <= figures["f1"] <= 1
-    chosen = (PreprocessSettings.disabled(512) if choice["chosen"] == "flattening"
-              else PreprocessSettings(working_size=512))
+    chosen = (PreprocessSettings.disabled(512, working_box=64)
+              if choice["chosen"] == "flattening"
+              else PreprocessSettings(working_size=512, working_box=64))
     assert metadata["preprocessing"] == json.loads(json.dumps(chosen.to_dict()))
     assert metadata["final_metrics"] and len(open(tmp_path / "model" / "metrics.csv")
                                              .readlines()) == 1 + 3  # the chosen's epochs

@@ -112,6 +112,31 @@ def test_flattening_needs_the_box_size():
         preprocess(np.zeros((64, 64), np.float32), PreprocessSettings(flatten=2.0))
 
 
+@pytest.mark.parametrize("shape,box,working_size,working_long_side", [
+    ((4096, 4096), 128, 1024, 1024),   # beta-galactosidase: the box spans 32 px
+    ((4096, 4096), 64, 1024, 2048),    # smaller particles: raised until it does
+    ((4092, 5760), 100, 1024, 1843),
+    ((4096, 4096), 16, 1024, 4096),    # up to the micrograph's own size
+    ((768, 768), 16, 1024, 1024),      # a working size above the micrograph's stays
+    ((4096, 4096), 64, 0, 4096),
+    ((4096, 4096), 0, 1024, 1024)])    # no box, no raise
+def test_the_working_size_is_raised_until_the_box_spans_the_working_box(
+        shape, box, working_size, working_long_side):
+    settings = PreprocessSettings(working_size=working_size)
+    grid = settings.grid(shape, box)
+    assert max(grid.working_shape) == working_long_side
+    assert PreprocessSettings(working_size=working_size, working_box=0).grid(
+        shape, box).working_shape == WorkingGrid.for_shape(shape, working_size).working_shape
+
+
+def test_older_models_keep_their_fixed_working_size():
+    older = PreprocessSettings().to_dict()
+    del older["working_box"]  # model.json of a picker trained before the working box
+    assert PreprocessSettings.from_dict(older).grid((4096, 4096), 64).working_shape \
+        == (1024, 1024)
+    assert PreprocessSettings.from_dict(PreprocessSettings().to_dict()).working_box == 32
+
+
 def test_no_filters_means_flattened_but_older_models_stay_unflattened():
     assert PreprocessSettings.disabled().flatten > 0
     older = PreprocessSettings.disabled().to_dict()
@@ -128,10 +153,11 @@ def test_no_filters_means_flattened_but_older_models_stay_unflattened():
 def test_command_line_preprocessing_options_all_take_effect(options, normalize, flatten):
     from cryoprune_scipion.cli import build_parser
     from cryoprune_scipion.cli.picking import preprocess_settings
-    args = build_parser().parse_args(["preprocess", "--micrographs", "mic.mrc", "--out", "out"]
-                                      + options)
+    args = build_parser().parse_args(["preprocess", "--micrographs", "mic.mrc", "--out", "out",
+                                      "--working-box", "48"] + options)
     settings = preprocess_settings(args)
     assert (settings.normalize, settings.flatten) == (normalize, flatten)
+    assert settings.working_box == 48
 
 
 @pytest.mark.parametrize("settings,message", [
@@ -139,6 +165,7 @@ def test_command_line_preprocessing_options_all_take_effect(options, normalize, 
     (PreprocessSettings(wiener_size=8), "odd"),
     (PreprocessSettings(wavelet_mode="zero"), "wavelet mode"),
     (PreprocessSettings(working_size=-1), "working size"),
+    (PreprocessSettings(working_box=-1), "working box"),
     (PreprocessSettings(flatten=-1), "flattening")])
 def test_bad_settings_are_refused_with_a_message(settings, message):
     with pytest.raises(InputError, match=message):

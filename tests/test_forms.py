@@ -29,7 +29,7 @@ ADVANCED = {"learningRate", "seed", "patience", "tileSize", "augment", "doWavele
             "claheTiles", "claheClip", "doNormalize", "iou", "maxDetections", "fewShot",
             "auxWeight", "temperature", "featureSize", "augRotation", "augFlip",
             "augNoise", "augLowpass", "augJitter", "augMask", "alignIterations",
-            "refineMode", "refineAngleStep", "chunkSize", "streamingSleep"}
+            "refineMode", "refineAngleStep", "chunkSize", "streamingSleep", "workingBox"}
 # What a user chooses: Normal wherever a form has them
 NORMAL = {"epochs", "batchSize", "numberOfClasses", "threshold", "boxSize", "downFactor",
           "workingSize", "valFraction", "initialWeights"}
@@ -71,10 +71,12 @@ class TestForms(unittest.TestCase):
     def test_form_defaults_are_the_engines(self):
         yolo = CryoPruneProtYoloTraining()
         self.assertEqual((yolo.epochs.get(), yolo.batchSize.get(), yolo.learningRate.get(),
-                          yolo.workingSize.get(), yolo.wavelet.get(), yolo.wienerSize.get()),
+                          yolo.workingSize.get(), yolo.workingBox.get(), yolo.wavelet.get(),
+                          yolo.wienerSize.get()),
                          (PickerTraining.epochs, PickerTraining.batch,
                           PickerTraining.learning_rate, PreprocessSettings.working_size,
-                          PreprocessSettings.wavelet, PreprocessSettings.wiener_size))
+                          PreprocessSettings.working_box, PreprocessSettings.wavelet,
+                          PreprocessSettings.wiener_size))
         self.assertEqual(yolo.getEnumText("modelFamily") + yolo.getEnumText("modelSize"),
                          PickerTraining.model)
         picking = CryoPruneProtYoloPicking()
@@ -139,6 +141,8 @@ class TestSummaries(unittest.TestCase):
     def test_choose_by_validation_passes_its_flag_with_restored_contrast_only(self):
         prot = CryoPruneProtYoloTraining()
         self.assertIn("--choose-preprocessing", prot._getPreprocessArgs())  # the start
+        self.assertIn("--working-box %d" % PreprocessSettings.working_box,
+                      prot._getPreprocessArgs())
         prot.choosePreprocessing.set(False)
         self.assertNotIn("--choose-preprocessing", prot._getPreprocessArgs())
         prot.choosePreprocessing.set(True)

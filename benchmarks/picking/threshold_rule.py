@@ -26,8 +26,7 @@ import evaluate  # noqa: E402
 from cryoprune_scipion.engine import picking  # noqa: E402
 from cryoprune_scipion.engine.io import read_model_metadata  # noqa: E402
 from cryoprune_scipion.engine.metrics import PickingScore  # noqa: E402
-from cryoprune_scipion.engine.preprocess import (PreprocessSettings,  # noqa: E402
-                                                 WorkingGrid)
+from cryoprune_scipion.engine.preprocess import PreprocessSettings  # noqa: E402
 
 
 def strip_curve_recorder():
@@ -61,8 +60,8 @@ def rechoose(result_json, run_work, curves, work):
     picking.write_yolo_dataset(labelled, classes, metadata["box_size"], preprocessing,
                                dataset, metadata["validation_fraction"], metadata["tile"],
                                1, seed)
-    grid = WorkingGrid.for_shape(picking.read_micrograph(min(labelled)).shape,
-                                 preprocessing.working_size)
+    grid = preprocessing.grid(picking.read_micrograph(min(labelled)).shape,
+                              metadata["box_size"])
     curves.clear()
     chosen = picking.choose_thresholds(os.path.join(model_dir, "model.pt"), dataset,
                                        picking.box_in_working(metadata["box_size"], grid))

@@ -24,7 +24,8 @@ def add_commands(commands):
     preprocess.add_argument("--out", required=True, metavar="DIR")
     _add_preprocess_arguments(preprocess)
     preprocess.add_argument("--box", type=positive_int, metavar="PX",
-                            help="particle box in micrograph pixels (needed by --flatten)")
+                            help="particle box in micrograph pixels (needed by --flatten; "
+                                 "without it --working-box is off)")
     preprocess.add_argument("--threads", type=positive_int, default=1)
     add_output_arguments(preprocess)
     preprocess.set_defaults(run=run_preprocess)
@@ -101,7 +102,11 @@ def _add_preprocess_arguments(parser):
     defaults = PreprocessSettings()
     group.add_argument("--working-size", type=non_negative_int,
                        default=defaults.working_size,
-                       help="long side in pixels after resizing (0: keep)")
+                       help="long side in pixels after resizing, at least (0: keep)")
+    group.add_argument("--working-box", type=non_negative_int, default=defaults.working_box,
+                       metavar="PX",
+                       help="raise the working size, up to the micrograph's own, until "
+                            "the particle box spans this many working pixels (0: off)")
     group.add_argument("--wavelet", default=defaults.wavelet,
                        help="wavelet of the detail suppression ('none': off)")
     group.add_argument("--wavelet-levels", type=positive_int,
@@ -126,10 +131,10 @@ def _add_preprocess_arguments(parser):
 
 def preprocess_settings(args):
     if args.no_preprocess:
-        settings = PreprocessSettings.disabled(args.working_size)
+        settings = PreprocessSettings.disabled(args.working_size, args.working_box)
     else:
         settings = PreprocessSettings(
-            working_size=args.working_size,
+            working_size=args.working_size, working_box=args.working_box,
             wavelet="" if args.wavelet.lower() in ("", "none") else args.wavelet,
             wavelet_levels=args.wavelet_levels, wavelet_mode=args.wavelet_mode,
             wiener_size=args.wiener, clahe_tiles=args.clahe_tiles,

@@ -25,7 +25,7 @@ from .coordinates import DUPLICATE_RADIUS, sanitize_coordinates
 from .io import (InputError, micrograph_stem, read_coordinates, read_micrograph,
                  read_model_metadata, replacing, write_json, write_table)
 from .metrics import PickingScore, assign_picks
-from .preprocess import (PreprocessSettings, WorkingGrid, preprocess_micrograph_files,
+from .preprocess import (PreprocessSettings, preprocess_micrograph_files,
                          save_png)
 from .training_state import EpochLog, check_same_run, fingerprint
 
@@ -466,13 +466,13 @@ def train_picker(micrographs, coords_dir, box_size, out_dir, settings=None,
         raise RuntimeError("training ended without weights in %s" % weights)
     metrics_csv = os.path.join(out_dir, METRICS_CSV)
     _copy_atomic(os.path.join(run_dir, "results.csv"), metrics_csv)
-    grid = WorkingGrid.for_shape(read_micrograph(min(labelled)).shape,
-                                 settings.working_size)
+    grid = settings.grid(read_micrograph(min(labelled)).shape, box_size)
     calibration = choose_thresholds(weights, os.path.join(out_dir, "dataset"),
                                     box_in_working(box_size, grid),
                                     gpu_ids) if split_sizes["val"] else {}
     metadata = {"kind": "picker", "classes": class_names, "box_size": box_size,
-                "preprocessing": settings.to_dict(), "tile": tile, "model": model,
+                "preprocessing": settings.to_dict(), "working_shape": list(grid.working_shape),
+                "tile": tile, "model": model,
                 "weights": "last", "final_metrics": final_metrics(metrics_csv),
                 "micrographs_trained": len(labelled),
                 "validation_fraction": val_fraction if split_sizes["val"] else 0,
@@ -499,7 +499,8 @@ def train_picker_choosing_preprocessing(micrographs, coords_dir, box_size, out_d
     trial is kept and an interrupted one continues. Returns the model's
     metadata."""
     candidates = {"filters": filters,
-                  "flattening": PreprocessSettings.disabled(filters.working_size)}
+                  "flattening": PreprocessSettings.disabled(filters.working_size,
+                                                               filters.working_box)}
     trials = {}
     for name, settings in candidates.items():
         logger.info("preprocessing trial '%s'", name)
