@@ -603,7 +603,7 @@ def best_threshold(matched, scores, particles):
     higher F1). On the few hundred particles of the validation strips F1
     varies by about 0.02 from one sample to the next, and the best of the
     choices alone strayed to 0.4 where the test micrographs do best at 0.25
-    to 0.3 (BENCHMARKS.md, "The stored threshold")."""
+    to 0.3 (BENCHMARKS.md, "Validation strips and the stored threshold")."""
     figures = {t: PickingScore.from_matches(matched[scores >= t], particles)
                for t in THRESHOLD_CHOICES}
     best = max(score.f1 for score in figures.values())
