@@ -535,8 +535,9 @@ def _keep_trial(out_dir, chosen, trials):
 
 
 def choose_thresholds(weights, dataset_dir, box_working, gpu_ids=()):
-    """The confidence threshold of best F1 on the validation strips for each
-    number of test-time copies, as {"thresholds": {copies: threshold},
+    """The confidence threshold chosen on the validation strips
+    (`best_threshold`) for each number of test-time copies, as
+    {"thresholds": {copies: threshold},
     "threshold_validation": {copies: precision, recall, F1 there, the
     particles, and the view F1: the F1 there when a pick of the wrong view
     class counts as false}}.
