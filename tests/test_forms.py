@@ -86,7 +86,7 @@ class TestForms(unittest.TestCase):
         pruner = CryoPruneProtPickerOptimizerTraining()
         self.assertEqual((pruner.epochs.get(), pruner.inputSize.get(),
                           pruner.learningRate.get(), pruner.getEnumText("backbone")),
-                         (TrainSettings.epochs, TrainSettings.input_size,
+                         (TrainSettings.epochs, None,  # None: automatic
                           TrainSettings.learning_rate, TrainSettings.backbone))
         classes = CryoPruneProtContrastive2D()
         self.assertEqual((classes.epochs.get(), classes.temperature.get(),

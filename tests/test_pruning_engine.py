@@ -130,6 +130,26 @@ def test_initial_weights_from_backbone_file_and_from_earlier_pruner(trained, tmp
         pruning.initial_network(settings, 3, str(tmp_path / "other.pt"))
 
 
+def test_automatic_input_size_follows_the_initial_weights(trained, tmp_path):
+    import torch
+    import torchvision
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(),
+               tmp_path / "resnet18.pth")
+    earlier = pruning.save(*trained, str(tmp_path / "earlier"))
+    assert pruning.automatic_input_size("resnet18") == pruning.SCRATCH_INPUT_SIZE
+    assert pruning.automatic_input_size("resnet18", str(tmp_path / "resnet18.pth")) == \
+        pruning.IMAGENET_INPUT_SIZE
+    assert pruning.automatic_input_size("resnet18", earlier) == 32  # the earlier's own
+    dataset = pruning.Dataset(["particle", "ice"], [shapes("particle", 12, 0),
+                                                    shapes("ice", 12, 1)])
+    _, metadata = pruning.train(dataset, pruning.TrainSettings(epochs=1, batch=16),
+                                log=lambda line: None)
+    assert metadata["input_size"] == metadata["settings"]["input_size"] == \
+        pruning.SCRATCH_INPUT_SIZE
+    with pytest.raises(InputError, match="0 for automatic"):
+        pruning.TrainSettings(input_size=16).validate()
+
+
 def test_bad_training_input_is_refused_with_the_item_named():
     particles = shapes("particle", pruning.MIN_CLASS_EXAMPLES, 0)
     with pytest.raises(InputError, match="only one class"):

@@ -83,20 +83,20 @@ def mean_sd(values):
             round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else None]
 
 
-def summary(rows):
+def summary(rows, baseline="random init"):
     """Mean and standard deviation over seeds of each metric, and of its
-    difference from random init at the same seed (the same examples drawn):
-    "f1_gain" etc."""
+    difference from the `baseline` row at the same seed (the same examples
+    drawn): "f1_gain" etc."""
     out = {}
     for n, by_init in rows.items():
         for init, by_seed in by_init.items():
             row = {"seeds": len(by_seed)}
             for m in METRICS:
                 row[m] = mean_sd([r[m] for r in by_seed.values()])
-                if init != "random init":
-                    baseline = by_init.get("random init", {})
-                    gains = [r[m] - baseline[s][m] for s, r in by_seed.items()
-                             if s in baseline]
+                if init != baseline:
+                    reference = by_init.get(baseline, {})
+                    gains = [r[m] - reference[s][m] for s, r in by_seed.items()
+                             if s in reference]
                     row[m + "_gain"] = mean_sd(gains) if gains else None
             out.setdefault(n, {})[init] = row
     return out
@@ -106,14 +106,15 @@ def cell(value):
     return "%.3f" % value[0] if value[1] is None else "%.3f ± %.3f" % tuple(value)
 
 
-def table(results, seeds):
+def table(results, seeds, baseline="random init", column="initialisation"):
     """The summary of the given seeds (those run of them)."""
     rows = {n: {init: {s: r for s, r in by_seed.items() if int(s) in seeds}
                 for init, by_seed in by_init.items()}
             for n, by_init in results["rows"].items()}
-    lines = ["| examples per class | initialisation | seeds | accuracy | F1 | ROC AUC | "
-             "F1 gain over random init (same seed) |", "|---|---|---|---|---|---|---|"]
-    for n, by_init in summary(rows).items():
+    lines = ["| examples per class | %s | seeds | accuracy | F1 | ROC AUC | "
+             "F1 gain over %s (same seed) |" % (column, baseline),
+             "|---|---|---|---|---|---|---|"]
+    for n, by_init in summary(rows, baseline).items():
         for init, row in by_init.items():
             gain = row.get("f1_gain")
             lines.append("| %s | %s | %d | %s | %s |" % (

@@ -49,14 +49,16 @@ def cached(name, make, quick=False):
         return {k: f[k] for k in f.files}
 
 
-def real_windows(quick=False):
-    """(training, test) windows of the real micrographs, cached: the training
-    windows from the first 4 micrographs, the test windows from the last 16."""
+def real_windows(quick=False, size=SIZE):
+    """(training, test) windows of the real micrographs at `size` px, cached:
+    the training windows from the first 4 micrographs, the test windows from
+    the last 16 (at the same centres whatever the size)."""
     names = data.micrograph_names()
-    train = cached("real_train", lambda: data.real_windows(
-        names[:4], 5 if quick else 60, SIZE, seed=0), quick)
-    test = cached("real_test", lambda: data.real_windows(
-        names[4:], 3 if quick else 25, SIZE, seed=1), quick)
+    suffix = "" if size == SIZE else "_%dpx" % size
+    train = cached("real_train" + suffix, lambda: data.real_windows(
+        names[:4], 5 if quick else 60, size, seed=0), quick)
+    test = cached("real_test" + suffix, lambda: data.real_windows(
+        names[4:], 3 if quick else 25, size, seed=1), quick)
     return train, test
 
 
@@ -82,15 +84,15 @@ def evaluate(probabilities, y, classes, seconds):
 
 
 def cnn_row(train_windows, classes, n, x_test, y_test, initial, aux_weight, seed,
-            epochs=None):
-    settings = pruning.TrainSettings(input_size=SIZE, few_shot=n, aux_weight=aux_weight,
+            epochs=None, input_size=SIZE):
+    settings = pruning.TrainSettings(input_size=input_size, few_shot=n, aux_weight=aux_weight,
                                      epochs=epochs or epochs_for(int(0.8 * n * len(classes))),
                                      batch=32, seed=seed)
     start = time.time()
     network, _ = pruning.train(as_dataset(train_windows, classes), settings,
                                initial_weights=initial, log=lambda s: None)
     seconds = time.time() - start
-    probabilities = pruning.predict_probabilities(network, x_test, SIZE)
+    probabilities = pruning.predict_probabilities(network, x_test, input_size)
     return evaluate(probabilities, y_test, classes, seconds)
 
 

@@ -10,7 +10,7 @@ from ..engine.base_pruner import BaseRecipe, default_training
 from ..engine.device import add_device_argument
 from ..engine.extraction import read_windows
 from ..engine.io import InputError, read_model_metadata, replacing
-from ..engine.pruning import TrainSettings
+from ..engine.pruning import IMAGENET_INPUT_SIZE, SCRATCH_INPUT_SIZE, TrainSettings
 from .arguments import (at_least, fraction, non_negative_float, non_negative_int,
                         positive_float, positive_int)
 from .outputs import RunOutputs, add_output_arguments
@@ -40,8 +40,10 @@ def add_commands(commands):
                        help="local ImageNet weights of the backbone or a pruner trained "
                             "earlier (default: from scratch; nothing is downloaded)")
     train.add_argument("--backbone", default=TrainSettings.backbone)
-    train.add_argument("--input-size", type=positive_int, default=TrainSettings.input_size,
-                       help="network input in pixels; 64-112 px train much faster on CPU")
+    train.add_argument("--input-size", type=non_negative_int, default=TrainSettings.input_size,
+                       help="network input in pixels; 0 (default): automatic, %d px for "
+                            "ImageNet weights as in the paper, an earlier pruner's own, "
+                            "%d px from scratch" % (IMAGENET_INPUT_SIZE, SCRATCH_INPUT_SIZE))
     train.add_argument("--few-shot", type=non_negative_int, default=TrainSettings.few_shot,
                        metavar="N",
                        help="use at most N examples per class (0: all)")

@@ -29,6 +29,11 @@ PARTICLE = "particle"
 BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
              "mobilenet_v3_large", "efficientnet_b0", "densenet121")
 CHECKPOINT_FORMAT = "cryoprune-pruner-1"
+IMAGENET_INPUT_SIZE = 224  # px, the paper's network input, for ImageNet weights
+# px from scratch: best of 48, 64, 96 and 224 on real beta-galactosidase
+# windows (BENCHMARKS.md, "Network input size"); larger inputs trained worse
+# from scratch, most with few examples, and cost more
+SCRATCH_INPUT_SIZE = 64
 # Examples each class needs, the particles too: at the default validation
 # fraction 2 to validate and 8 to train on. With fewer, the class's share of
 # the loss (every class weighs the same) rests on a few windows that the
@@ -39,7 +44,7 @@ MIN_CLASS_EXAMPLES = 10
 @dataclasses.dataclass
 class TrainSettings:
     backbone: str = "resnet18"
-    input_size: int = 224
+    input_size: int = 0        # px; 0: automatic (`automatic_input_size`)
     epochs: int = 20
     learning_rate: float = 1e-3
     batch: int = 32
@@ -53,9 +58,9 @@ class TrainSettings:
         if self.backbone not in BACKBONES:
             raise InputError("backbone %r unknown; choose one of %s"
                              % (self.backbone, ", ".join(BACKBONES)))
-        if self.input_size < 32:
-            raise InputError("input size %d is too small; use 32 px or more"
-                             % self.input_size)
+        if 0 < self.input_size < 32:
+            raise InputError("input size %d is too small; use 32 px or more, or 0 for "
+                             "automatic" % self.input_size)
         if self.epochs < 1 or self.batch < 1:
             raise InputError("epochs and batch size must be at least 1")
         if 0 < self.few_shot < MIN_CLASS_EXAMPLES:
@@ -138,6 +143,16 @@ def load_initial_weights(path, backbone):
         raise InputError("%s: not ImageNet weights of torchvision's %s nor a model of "
                          "this plugin; check the file or the backbone" % (path, backbone))
     return "imagenet", state, None
+
+
+def automatic_input_size(backbone, initial_weights=None):
+    """The network input of input size 0: an earlier pruner's own, the
+    paper's IMAGENET_INPUT_SIZE for ImageNet weights, SCRATCH_INPUT_SIZE
+    from scratch."""
+    if not initial_weights:
+        return SCRATCH_INPUT_SIZE
+    kind, _, metadata = load_initial_weights(initial_weights, backbone)
+    return IMAGENET_INPUT_SIZE if kind == "imagenet" else metadata["input_size"]
 
 
 def initial_network(settings, n_classes, initial_weights=None):
@@ -296,6 +311,10 @@ def train(dataset, settings, device="cpu", initial_weights=None, log=logger.info
     there is none)."""
     import torch
     settings.validate()
+    if not settings.input_size:
+        settings = dataclasses.replace(
+            settings, input_size=automatic_input_size(settings.backbone, initial_weights))
+        log("network input: %d px (automatic)" % settings.input_size)
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)

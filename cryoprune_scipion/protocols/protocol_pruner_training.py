@@ -14,9 +14,10 @@ from .. import Plugin
 from ..constants import BASE_PRUNER_DIR, EDGE_CLASS, JUNK_CLASS_ATTR, MODEL_WEIGHTS
 from ..convert import (mergeWindowFolders, readParticleIds, writeCoordinateExtraction,
                        writeParticleTable)
-from ..engine.pruning import MIN_CLASS_EXAMPLES, PARTICLE, TrainSettings
+from ..engine.pruning import (IMAGENET_INPUT_SIZE, MIN_CLASS_EXAMPLES, PARTICLE,
+                              SCRATCH_INPUT_SIZE, TrainSettings)
 from ..objects import CryoPrunePrunerModel
-from .base import CryoPruneProtocol, reference
+from .base import CryoPruneProtocol, OptionalRange, reference
 from .class_names import NAME_PATTERN, namesFromInputs
 
 OUTPUT_MODEL = "outputModel"
@@ -214,11 +215,15 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
                       help="The torchvision network under the classifier; ResNet-18 "
                            "(the start) as in the PickerOptimizer paper. Larger ones "
                            "need more examples and a GPU.")
-        form.addParam("inputSize", params.IntParam, default=TrainSettings.input_size,
-                      validators=[params.GE(32)], label="Network input (px)",
-                      help="Windows are resized to this size; %d px as in the paper. "
-                           "64-112 px train much faster, on a CPU too."
-                           % TrainSettings.input_size)
+        form.addParam("inputSize", params.IntParam, allowsNull=True,
+                      validators=[OptionalRange(32, 1024)], label="Network input (px)",
+                      help="Windows are resized to this size for the network. Empty "
+                           "(the start): %d px with ImageNet weights, as in the paper; "
+                           "an earlier pruner's own size; %d px from scratch, where "
+                           "larger inputs trained worse on real windows, most with few "
+                           "examples: at 10 per class F1 0.84 at 64 px, 0.80 at 48, 0.61 "
+                           "at 96 and 0.21 at 224 (BENCHMARKS.md, network input size)."
+                           % (IMAGENET_INPUT_SIZE, SCRATCH_INPUT_SIZE))
         form.addParam("epochs", params.IntParam, default=TrainSettings.epochs,
                       validators=[params.Positive], label="Epochs",
                       help="Passes over all training windows; the epoch with the "
@@ -331,10 +336,12 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
         args += ["--bad %s" % self._getWindowsDir(name) for name in self._getClassSources()
                  if name != PARTICLE]
         args += ["--downsample %s" % self.downFactor, "--out %s" % self._getModelDir(), "--resume", "--epochs %d" % self.epochs,
-                 "--backbone %s" % self._getBackbone(), "--input-size %d" % self.inputSize,
+                 "--backbone %s" % self._getBackbone(),
                  "--few-shot %d" % self.fewShot, "--lr %s" % self.learningRate,
                  "--batch %d" % self.batchSize, "--val-fraction %s" % self.valFraction,
                  "--aux-weight %s" % self.auxWeight, "--seed %d" % self.seed]
+        if self.inputSize.get() is not None:
+            args.append("--input-size %d" % self.inputSize)
         weights = self._getInitialWeightsFile()
         if weights:
             args.append("--initial-weights %s" % os.path.abspath(weights))
@@ -455,11 +462,12 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
     def _methods(self):
         if not self.hasAttribute(OUTPUT_MODEL):
             return []
+        metadata = getattr(self, OUTPUT_MODEL).getMetadata()
         return ["A PickerOptimizer classifier %s (%s backbone with an auxiliary loss "
                 "branch of weight %s, input %d px) was trained to separate particles of "
                 "%s from the junk classes %s, for %d epochs."
                 % (reference("Li2022PickerOptimizer"), self._getBackbone(), self.auxWeight,
-                   self.inputSize, self.getObjectTag("inputGood"),
+                   metadata["input_size"], self.getObjectTag("inputGood"),
                    ", ".join(self._getJunkNames()),
                    self.epochs)]
 
