@@ -60,6 +60,32 @@ def test_refinement_raises_accuracy_at_low_snr():
     assert clustering_accuracy(truth, soft.labels) >= before + 0.15
 
 
+def centre_of_mass(image):
+    energy = image ** 2
+    rows, cols = np.indices(image.shape) - (image.shape[-1] - 1) / 2
+    return np.array([(energy * cols).sum(), (energy * rows).sum()]) / energy.sum()
+
+
+def test_an_off_centre_average_is_centred():
+    import torch
+    image = np.zeros((2, 64, 64), dtype=np.float32)
+    image[:, 40:46, 20:26] = 1.0  # centre 9 px left of and 11 px below the box centre
+    centred = refine.centred(torch.as_tensor(image), 32).numpy()
+    for average in centred:
+        assert np.hypot(*centre_of_mass(average)) < 0.25
+    assert np.isclose(centred.sum(), image.sum(), rtol=0.02)
+
+
+def test_averages_stay_centred_over_many_passes():
+    images, truth = views_stack(240, snr=0.1)
+    refined = refine.refine(images, truth + 1, 3, settings(passes=12, tolerance=0.0))
+    assert len(refined.history) == 12
+    assert clustering_accuracy(truth, refined.labels) >= 0.9  # 0.91 after one pass
+    assert np.abs(refined.shifts).mean() < 1.5  # the particles are shifted by up to 1.5 px
+    for average in refined.averages:  # uncentred, the seeds' frames: 0.9 to 1.9 px off
+        assert np.hypot(*centre_of_mass(average)) < 0.25
+
+
 def test_reseeding_fills_an_empty_class():
     images, truth = views_stack(180, snr=1.0, seed=2)
     start = np.where(truth == 2, 1, truth + 1)  # views 1 and 3 merged, class 3 empty

@@ -6,14 +6,15 @@ Seeds: K particles drawn at random, low-passed. Each iteration aligns every
 particle to every class average (rotation grid and shift window, the FFT
 correlation of `refine.Search`), assigns it to the best match ("kmeans") or
 weighs it over the classes by maximum-likelihood posteriors ("ml"), and
-averages. An empty class takes a random particle. No reseeding by
-splitting, no contrastive start: that is the difference from the plugin.
+averages, centred as the plugin's (`refine.centred`). An empty class takes a
+random particle. No reseeding by splitting, no contrastive start: that is
+the difference from the plugin.
 """
 import numpy as np
 import torch
 
 from cryoprune_scipion.engine import alignment
-from cryoprune_scipion.engine.refine import Search
+from cryoprune_scipion.engine.refine import Search, centred
 from cryoprune_scipion.engine.windows import fourier_crop
 
 
@@ -57,6 +58,7 @@ def classify(images, k, seed, iterations=10, mode="kmeans", search_size=32, angl
         beta = float(search.mask.sum()) * a / (1 - a * a)
         for c in range(k):
             references[c] = sums[c] / totals[c] if totals[c] > 0 else data[rng.integers(n)]
+        references = centred(references, s)  # as RELION centres its class averages
         if np.mean(new != labels) < 0.005:
             labels = new
             break

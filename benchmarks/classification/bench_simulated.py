@@ -9,7 +9,11 @@ the benchmark in alignment_baseline.py).
 Sets: the asymmetric tetramer seen from 10 directions (random in-plane
 rotations, shifts up to 3 px, CTF with defocus 1.0-2.5 um) at SNR 1, 0.1,
 0.05, 0.02, and a mixture of two molecules (tetramer and barrel, 5 views
-each) at SNR 0.05. Rows: this method (contrastive encoder + k-means++ +
+each) at SNR 0.05; and, as an independent check of the simulator and the
+molecule, ASPIRE's simulation of its synthetic asymmetric volume from 10
+directions at SNR 0.1 and 0.05 (aspire_snr0.1, aspire_snr0.05: its own
+offsets, amplitudes, CTF and noise; aspire_simulate.py, in the ASPIRE venv).
+Rows: this method (contrastive encoder + k-means++ +
 Fourier alignment); PCA + k-means on raw pixels; k-means on rotation- and
 translation-invariant polar Fourier magnitudes; ASPIRE (RIR bispectrum
 classification and class averaging, in its own venv). Every method gets
@@ -33,10 +37,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from locations import peer_program  # noqa: E402
+from cryoprune_scipion.engine.refine import RefinementSettings  # noqa: E402
 
 K = 10
 SETS = {"snr1": (1.0, False), "snr0.1": (0.1, False), "snr0.05": (0.05, False),
         "snr0.02": (0.02, False), "mixture_snr0.05": (0.05, True)}
+# The independent check: ASPIRE's simulator and molecule (aspire_simulate.py), SNR.
+ASPIRE_SETS = {"aspire_snr0.1": 0.1, "aspire_snr0.05": 0.05}
 ASPIRE_PYTHON = peer_program("aspire", "python")  # made by benchmarks/make_envs.sh
 
 
@@ -47,7 +54,7 @@ def contrastive_settings(epochs, seed, passes=0):
         refinement=refine.RefinementSettings(passes=passes))
 
 
-def run_contrastive(images, defoci, folder, settings, initial_encoder=None):
+def run_contrastive(images, ctf, folder, settings, initial_encoder=None):
     """classify2d on the particles. With refinement, `extra` also holds the
     clustering's labels handed to it (start_labels) and its seconds."""
     from cryoprune_scipion.engine import classify2d, refine
@@ -64,7 +71,7 @@ def run_contrastive(images, defoci, folder, settings, initial_encoder=None):
     refine.refine_classification = timed_refinement
     began = time.time()
     try:
-        result = classify2d.classify([path], settings, folder, ctf=common.ctf_of(defoci),
+        result = classify2d.classify([path], settings, folder, ctf=ctf,
                                      initial_encoder=initial_encoder)
     finally:
         refine.refine_classification = refine_classification
@@ -79,6 +86,18 @@ def run_contrastive(images, defoci, folder, settings, initial_encoder=None):
                                   common.PIXEL_SIZE, "mean_correlation": c.mean_correlation}
                                  for c in result.scores]
     return result.labels, averages, seconds, extra
+
+
+def oracle_labels(images, ctf, clean, folder):
+    """Each particle assigned to the clean view it matches best: one pass of
+    the engine's search with the clean projections as references (a bound
+    that knows the views)."""
+    from cryoprune_scipion.engine import contrastive, refine
+    working = contrastive.make_working_stack([images], images.shape[-1],
+                                             os.path.join(folder, "oracle_working.npy"), ctf)
+    settings = refine.RefinementSettings(passes=1, cleanup_passes=0)
+    return refine.refine(working, np.ones(len(images), int), K, settings,
+                         references=clean).labels
 
 
 def run_baseline(method, flipped, seed):
@@ -118,17 +137,26 @@ def run_aspire(flipped, labels_true, clean, folder, seed):
         "neighbour_purity": purity, "partition": "k-means on ASPIRE bispectrum features"}
 
 
-def evaluate(name, methods, n, epochs, seed, passes=6):
+def simulated(name, n, seed):
+    """(images, labels, CTF parameters, clean views) of a set."""
+    if name in ASPIRE_SETS:
+        return common.aspire_set(ASPIRE_SETS[name], n, seed, K, ASPIRE_PYTHON)
     snr, mixture = SETS[name]
-    images, labels_true, defoci, clean = common.simulate_set(snr, n, seed, mixture, K)
-    flipped = common.phase_flipped(images, defoci)
+    images, labels, defoci, clean = common.simulate_set(snr, n, seed, mixture, K)
+    return images, labels, common.ctf_of(defoci), clean
+
+
+def evaluate(name, methods, n, epochs, seed, passes):
+    snr, mixture = SETS[name] if name in SETS else (ASPIRE_SETS[name], False)
+    images, labels_true, ctf, clean = simulated(name, n, seed)
+    flipped = common.phase_flipped(images, ctf)
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         for method in methods:
             if method in ("contrastive", "contrastive_refined"):
                 settings = contrastive_settings(
                     epochs, seed, passes if method == "contrastive_refined" else 0)
-                labels, averages, seconds, extra = run_contrastive(images, defoci, folder,
+                labels, averages, seconds, extra = run_contrastive(images, ctf, folder,
                                                                    settings)
                 del extra["encoder"]
                 if "start_labels" in extra:
@@ -139,6 +167,11 @@ def evaluate(name, methods, n, epochs, seed, passes=6):
                 start = time.time()
                 labels = alignment_baseline.classify(
                     flipped, K, seed, mode=method.split("_")[1])
+                seconds = time.time() - start
+                averages, extra = common.class_averages(flipped, labels), {}
+            elif method == "oracle":
+                start = time.time()
+                labels = oracle_labels(images, ctf, clean, folder)
                 seconds = time.time() - start
                 averages, extra = common.class_averages(flipped, labels), {}
             elif method == "aspire":
@@ -157,7 +190,8 @@ def evaluate(name, methods, n, epochs, seed, passes=6):
             rows[method] = dict(common.scores(labels_true, labels), seconds=seconds,
                                 average_correlation=float(np.mean(correlations)), **extra)
             print(name, method, json.dumps(rows[method]), flush=True)
-    return {"snr": snr, "mixture": mixture, "n": n, "rows": rows}
+    return {"snr": snr, "mixture": mixture, "n": n, "rows": rows,
+            "simulator": "ASPIRE" if name in ASPIRE_SETS else "engine"}
 
 
 def _read_results(path):
@@ -171,14 +205,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--sets", nargs="+", default=list(SETS),
+                        choices=list(SETS) + list(ASPIRE_SETS))
     parser.add_argument("--methods", nargs="+",
                         default=["contrastive", "pca_kmeans", "polar_fourier_kmeans", "aspire"])
     parser.add_argument("--timing", type=int, metavar="N",
                         help="instead: time each method once on N particles at SNR 0.05")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--passes", type=int, default=6,
-                        help="refinement passes of the contrastive_refined row")
+    parser.add_argument("--passes", type=int, default=RefinementSettings.passes,
+                        help="refinement passes of the contrastive_refined row (default: "
+                             "the engine's)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     import torch

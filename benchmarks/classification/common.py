@@ -1,5 +1,7 @@
 """Simulated particle stacks with known views, the baseline classifiers and
 the figures of merit shared by the classification benchmark scripts."""
+import os
+
 import numpy as np
 
 from cryoprune_scipion.engine import alignment, contrastive, simulate
@@ -41,15 +43,34 @@ def simulate_set(snr, n, seed, mixture=False, k=10):
     return images[order], labels[order], defoci[order], clean
 
 
+def aspire_set(snr, n, seed, k, python):
+    """Particles, labels, CTF parameters and clean views simulated by ASPIRE
+    (`aspire_simulate.py` run by `python`, the ASPIRE venv's interpreter)."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "set.npz")
+        subprocess.run([python, os.path.join(os.path.dirname(__file__), "aspire_simulate.py"),
+                        out, str(snr), str(n), str(k), str(seed), str(PIXEL_SIZE)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       cwd=folder)  # ASPIRE logs to ./logs
+        with np.load(out) as f:
+            stored = {key: f[key] for key in f.files}
+    defocus = stored["defocus"]
+    ctf = contrastive.CtfParameters(
+        defocus, defocus, np.zeros_like(defocus), PIXEL_SIZE, float(stored["voltage"]),
+        float(stored["spherical_aberration"]), float(stored["amplitude_contrast"]))
+    return stored["images"], stored["labels"], ctf, stored["clean"]
+
+
 def ctf_of(defoci):
     return contrastive.CtfParameters(defoci * 1e4, defoci * 1e4, np.zeros_like(defoci),
                                      PIXEL_SIZE)
 
 
-def phase_flipped(images, defoci):
+def phase_flipped(images, ctf):
     """What every method receives: phase-flipped, normalised particles."""
-    flipped = contrastive.phase_flip(images.astype(np.float64), ctf_of(defoci),
-                                     np.arange(len(images)))
+    flipped = contrastive.phase_flip(images.astype(np.float64), ctf, np.arange(len(images)))
     flipped -= flipped.mean(axis=(1, 2), keepdims=True)
     return (flipped / flipped.std(axis=(1, 2), keepdims=True)).astype(np.float32)
 

@@ -29,6 +29,12 @@ from 0.943 to 0.975, snr1 and snr0.02 unchanged; it loses 0.046 on one row
 pass); at 0.98 it merges less and loses 0.14 on snr0.05 seed 0 and 0.08 on
 snr1. The corrected test at 0.95 is the default since.
 
+`--passes N` refines with N passes instead of 6 (keys end in /passesN):
+results/refine_passes.json holds the 6 and 12 pass rows of the refinement
+before its averages were centred, results/refine_centred.json the 12 pass
+rows with centring (the default since). `--sets` takes the ASPIRE sets of
+bench_simulated.py too.
+
 `--tests posed0.95 posed0.98 posed0.99` (results/duplicate_test_posed.json):
 the averages compared off the pass's grid (`posed_similarity`); tried and
 not kept, see BENCHMARKS.md.
@@ -45,7 +51,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from bench_simulated import SETS, K, contrastive_settings  # noqa: E402
+from bench_simulated import ASPIRE_SETS, SETS, K, contrastive_settings, simulated  # noqa: E402
 from cryoprune_scipion.engine import alignment, classify2d, refine  # noqa: E402
 from cryoprune_scipion.engine.io import write_stack  # noqa: E402
 from cryoprune_scipion.engine.metrics import clustering_accuracy  # noqa: E402
@@ -96,8 +102,7 @@ class _Start(Exception):
 
 
 def make_start(name, seed, path, n=N):
-    snr, mixture = SETS[name]
-    images, truth, defoci, _ = common.simulate_set(snr, n, seed, mixture, K)
+    images, truth, ctf, _ = simulated(name, n, seed)
 
     def grab(working, labels, k, settings, device=None, references=None, seed=0):
         np.savez(path + ".partial.npz", working=np.asarray(working), labels=labels, truth=truth)
@@ -109,16 +114,16 @@ def make_start(name, seed, path, n=N):
             stack = os.path.join(folder, "p.mrcs")
             write_stack(stack, images, common.PIXEL_SIZE)
             classify2d.classify([stack], contrastive_settings(EPOCHS, seed, 6), folder,
-                                ctf=common.ctf_of(defoci))
+                                ctf=ctf)
     except _Start:
         pass
     finally:
         refine.refine = original
 
 
-def measure(path, test):
+def measure(path, test, passes=6):
     stored = np.load(path)
-    settings = refine.RefinementSettings(passes=6, mode="hard", **TESTS[test])
+    settings = refine.RefinementSettings(passes=passes, mode="hard", **TESTS[test])
     start = time.time()
     original = refine.average_similarity
     if test.startswith("posed"):
@@ -142,11 +147,13 @@ def measure(path, test):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("action", choices=["starts", "measure"])
-    parser.add_argument("--sets", nargs="+", default=["snr0.05", "snr0.1"], choices=list(SETS))
+    parser.add_argument("--sets", nargs="+", default=["snr0.05", "snr0.1"],
+                        choices=list(SETS) + list(ASPIRE_SETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--n", type=int, default=N, help="particles per set")
     parser.add_argument("--tests", nargs="+", default=["fixed0.95", "noise0.95"],
                         choices=list(TESTS))
+    parser.add_argument("--passes", type=int, default=6, help="refinement passes (measure)")
     parser.add_argument("--folder", default="benchmarks/work/starts")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "duplicate_test.json"))
@@ -168,10 +175,12 @@ def main():
                     print(name, seed, "start %.0f s" % (time.time() - t), flush=True)
                 continue
             for test in args.tests:
-                key = "/".join(parts + [test])
+                key = "/".join(parts + [test] + ([] if args.passes == 6 else
+                                                 ["passes%d" % args.passes]))
                 if key in rows:
                     continue
-                rows[key] = dict(set=name, seed=seed, test=test, **measure(path, test))
+                rows[key] = dict(set=name, seed=seed, test=test,
+                                 **measure(path, test, args.passes))
                 print(key, "start %.3f refined %.3f merges %d" % (
                     rows[key]["start_accuracy"], rows[key]["accuracy"], rows[key]["merges"]),
                     flush=True)

@@ -93,7 +93,8 @@ def measure(name, variant, seed, n, epochs, cache):
         settings.training.epochs = 0
     with tempfile.TemporaryDirectory() as folder:
         labels, _, seconds, extra = run_contrastive(
-            images, defoci, folder, settings, initial_encoder=encoder_folder if reuse else None)
+            images, common.ctf_of(defoci), folder, settings,
+            initial_encoder=encoder_folder if reuse else None)
     if variant == "default":
         from cryoprune_scipion.engine import contrastive
         os.makedirs(encoder_folder, exist_ok=True)

@@ -12,7 +12,8 @@ NAMES = {"contrastive_refined": "this method, refined (contrastive start + multi
          "alignment_ml": "alignment-based, reference-free (random seeds, ML weights)",
          "pca_kmeans": "PCA + k-means, raw pixels",
          "polar_fourier_kmeans": "k-means, polar Fourier magnitudes",
-         "aspire": "ASPIRE RIR bispectrum (k-means) / class averages"}
+         "aspire": "ASPIRE RIR bispectrum (k-means) / class averages",
+         "oracle": "the clean views as references, one assignment pass (an oracle)"}
 
 
 def main(path):
@@ -20,7 +21,8 @@ def main(path):
         results = json.load(f)
     print("| set | method | accuracy | NMI | ARI | average corr. | seconds |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    order = ["snr1", "snr0.1", "snr0.05", "snr0.02", "mixture_snr0.05"]
+    order = ["snr1", "snr0.1", "snr0.05", "snr0.02", "mixture_snr0.05", "aspire_snr0.1",
+             "aspire_snr0.05"]
     keys = [k for k in order if k in results] + sorted(k for k in results if k.startswith("timing"))
     for key in keys:
         entry = results[key]

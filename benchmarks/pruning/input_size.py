@@ -56,7 +56,8 @@ def load():
 
 def add_row(n, name, seed, row):
     """Merge one row into the results file (under a lock: parallel runs)."""
-    with open(RESULTS + ".lock", "w") as lock:
+    os.makedirs(run.WORK, exist_ok=True)
+    with open(os.path.join(run.WORK, "input_size.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = load()
         results["rows"].setdefault(str(n), {}).setdefault(name, {})[str(seed)] = row

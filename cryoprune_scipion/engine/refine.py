@@ -6,12 +6,12 @@ over in-plane rotations on a grid and all shifts within a window: the
 references are rotated once per pass, and one FFT cross-correlation per
 particle and rotated reference gives the correlation at every shift),
 reassigns it to the best match (hard) or weighs it over the classes with
-maximum-likelihood posteriors (soft), and recomputes the averages. Classes
-that end empty or tiny are reseeded by splitting the largest class in two
-along the first principal component of its aligned members (CL2D). Two
-classes whose averages correlate above `duplicate_correlation` after
-alignment hold one view: they are merged and the freed class splits the
-largest class, which likely holds two views. The correlation is first
+maximum-likelihood posteriors (soft), and recomputes the averages, centred
+on the box (`centred`). Classes that end empty or tiny are reseeded by
+splitting the largest class in two along the first principal component of
+its aligned members (CL2D). Two classes whose averages correlate above
+`duplicate_correlation` after alignment hold one view: they are merged and
+the freed class splits the largest class, which likely holds two views. The correlation is first
 divided by sqrt(R_a R_b) (`duplicate_noise`), R the reliability of each
 average from the correlation of its even and odd members' averages
 (Spearman-Brown): two averages of one view correlate well below 1 when their
@@ -45,7 +45,7 @@ SMALLEST_SPLIT = 4  # members a class needs to be split in two
 
 @dataclasses.dataclass
 class RefinementSettings:
-    passes: int = 6               # 0: no refinement, the clustering's classes as they are
+    passes: int = 12              # 0: no refinement, the clustering's classes as they are
     mode: str = "hard"            # "hard": best class; "soft": ML-style posterior weights
     angle_step: float = 6.0       # degrees of the rotation grid
     max_shift: float = 0.1        # largest shift searched, fraction of the box
@@ -241,8 +241,9 @@ def refine(working, labels, n_classes, settings, device=None, references=None, s
             # variance, over the independent pixels of the masked image.
             a = float(np.clip(mean_correlation, 1e-3, 0.9))
             beta = float(search.mask.sum()) * a / (1 - a * a)
-        references = torch.where(totals[:, None, None] > 0,
-                                 sums / totals.clamp(min=1e-12)[:, None, None], references)
+        references = centred(torch.where(totals[:, None, None] > 0,
+                                          sums / totals.clamp(min=1e-12)[:, None, None],
+                                          references), s)
         sizes = np.bincount(labels, minlength=n_classes + 1)[1:]
         reseeded, merged = [], []
         if number < limit:
@@ -272,6 +273,26 @@ def refine(working, labels, n_classes, settings, device=None, references=None, s
         if number >= scheduled:
             break
     return Refined(labels, angles % 360, shifts, correlations, references.cpu().numpy(), history)
+
+
+def centred(references, search_size):
+    """Each average shifted so that its centre of mass (of the squared
+    average, low-passed to the search size) lies at the box centre. Without
+    it an average drifts a little with every pass and its members' shifts
+    with it, until they reach the search's limit and the classes fall apart
+    (measured: BENCHMARKS.md, "Centred averages"); RELION centres its
+    class averages too."""
+    import torch
+    size = references.shape[-1]
+    energy = fourier_crop(references, search_size) ** 2
+    # pixel i of the Fourier crop samples pixel i * size / search_size of the average
+    axis = torch.arange(search_size, dtype=energy.dtype, device=energy.device) \
+        * (size / search_size) - (size - 1) / 2
+    total = energy.sum(dim=(-2, -1)).clamp(min=1e-12)
+    centre = torch.stack([(energy.sum(-2) * axis).sum(-1), (energy.sum(-1) * axis).sum(-1)],
+                         -1) / total[:, None]
+    return alignment.transform(references, torch.zeros(len(references), device=energy.device),
+                               -centre)
 
 
 def _seed_references(working, labels, n_classes, device):
