@@ -12,8 +12,10 @@ everything else: its offsets, its random amplitudes, its radial CTF
 (200 kV, Cs 2.26 mm, amplitude contrast 0.07) at 7 defoci from 1.0 to
 2.5 um, white noise at SNR from the clean images' power.
 Writes: images (n, 64, 64), labels (n,), defocus (n, Angstrom), the
-microscope values, and clean (VIEWS, 64, 64): the projection of each view
-without CTF, offset or amplitude.
+microscope values, clean (VIEWS, 64, 64): the projection of each view
+without CTF, offset or amplitude, and ctf_grid (7, 64, 64): ASPIRE's CTF
+at each of DEFOCI on the centred frequency grid, for the caller to check
+its own CTF convention against.
 """
 import sys
 
@@ -54,8 +56,10 @@ def main(out, snr, n, views, seed, pixel_size):
                        offsets=np.zeros((views, 2)), amplitudes=np.ones(views),
                        pixel_size=pixel_size, seed=seed)
     clean = plain.clean_images[:].asnumpy()
+    ctf_grid = np.stack([f.evaluate_grid(BOX, pixel_size=pixel_size) for f in filters])
     np.savez(out, images=images.astype(np.float32), labels=labels,
              defocus=DEFOCI[simulation.filter_indices], clean=clean.astype(np.float32),
+             ctf_grid=ctf_grid, ctf_defoci=DEFOCI,
              voltage=VOLTAGE, spherical_aberration=CS, amplitude_contrast=AMPLITUDE_CONTRAST)
 
 

@@ -60,7 +60,23 @@ def aspire_set(snr, n, seed, k, python):
     ctf = contrastive.CtfParameters(
         defocus, defocus, np.zeros_like(defocus), PIXEL_SIZE, float(stored["voltage"]),
         float(stored["spherical_aberration"]), float(stored["amplitude_contrast"]))
+    _check_ctf_convention(stored, ctf)
     return stored["images"], stored["labels"], ctf, stored["clean"]
+
+
+def _check_ctf_convention(stored, ctf):
+    """Our CTF of ASPIRE's values must be ASPIRE's CTF, or the phase flip
+    is wrong: stop rather than measure on it."""
+    defoci = stored["ctf_defoci"]
+    ours = np.fft.fftshift(contrastive.ctf_astigmatic(
+        stored["ctf_grid"].shape[-1], ctf.sampling_rate, defoci, defoci,
+        np.zeros_like(defoci), ctf.voltage, ctf.spherical_aberration,
+        ctf.amplitude_contrast), axes=(-2, -1))
+    for theirs, mine, defocus in zip(stored["ctf_grid"], ours, defoci):
+        agreement = np.corrcoef(theirs.ravel(), mine.ravel())[0, 1]
+        if agreement < 0.999:
+            raise RuntimeError("ASPIRE's CTF at %g A defocus correlates with ours at "
+                               "only %.4f: the conventions differ" % (defocus, agreement))
 
 
 def ctf_of(defoci):

@@ -1,9 +1,11 @@
-"""Window and network input size (issue 12): how far the CPU rows' 48 px
-windows and input are from the plugin's default operating point (the full
-box, network input 224 px, the paper's), on real beta-galactosidase windows,
-over seeds, with the auxiliary branch on and off.
+"""Window and network input size (issue 12): the CPU rows' 48 px windows and
+input against the paper's operating point (the full box, network input
+224 px, the pruner training's default before this measurement) and sizes
+between, trained from scratch on real beta-galactosidase windows, over
+seeds, with the auxiliary branch on and off. It chose the automatic input
+from scratch (pruning.SCRATCH_INPUT_SIZE).
 
-    nice -n 10 python benchmarks/pruning/input_size.py [--configs 48/48 96/96 160/224]
+    nice -n 10 python benchmarks/pruning/input_size.py [--configs 48/48 64/64 96/96 160/224]
         [--shots 10 50 200] [--seeds 0 1 2] [--aux 0.5 0] [--table]
 
 A configuration "W/I" extracts the 160 px boxes (particle 108 px) brought to
@@ -67,7 +69,7 @@ def add_row(n, name, seed, row):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--configs", nargs="+", default=["48/48", "96/96", "160/224"],
+    parser.add_argument("--configs", nargs="+", default=["48/48", "64/64", "96/96", "160/224"],
                         help="window px / network input px")
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
