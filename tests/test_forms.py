@@ -101,6 +101,20 @@ class TestForms(unittest.TestCase):
             prot.runCryoprune("prune", "--particles p.mrcs")
         run.assert_called_once_with(prot, "prune", "--particles p.mrcs --threads 3")
 
+    def test_pruner_training_passes_the_input_size_only_when_given(self):
+        prot = CryoPruneProtPickerOptimizerTraining()
+        with mock.patch.object(prot, "_getClassSources", return_value=["particle", "ice"]), \
+                mock.patch.object(prot, "_getInitialWeightsFile", return_value=None), \
+                mock.patch.object(prot, "info"), \
+                mock.patch.object(Plugin, "getModelsDir", return_value="models"), \
+                mock.patch.object(Plugin, "runCryoprune") as run:
+            prot.trainStep()
+            prot.inputSize.set(48)
+            prot.trainStep()
+        automatic, given = (call.args[2] for call in run.call_args_list)
+        self.assertNotIn("--input-size", automatic)  # the engine's automatic size
+        self.assertIn("--input-size 48", given)
+
 
 class TestSummaries(unittest.TestCase):
     def test_training_summary_says_how_the_micrographs_were_used(self):
