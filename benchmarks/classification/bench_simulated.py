@@ -16,8 +16,10 @@ offsets, amplitudes, CTF and noise; aspire_simulate.py, in the ASPIRE venv).
 Rows: this method (contrastive encoder + k-means++ +
 Fourier alignment); PCA + k-means on raw pixels; k-means on rotation- and
 translation-invariant polar Fourier magnitudes; ASPIRE (RIR bispectrum
-classification and class averaging, in its own venv). Every method gets
-the particles phase-flipped with their known CTF.
+classification and class averaging, in its own venv); oracle (each particle
+assigned to the clean view it matches best, one pass of the engine's
+search: a bound that knows the views). Every method gets the particles
+phase-flipped with their known CTF.
 
     nice -n 10 python benchmarks/classification/bench_simulated.py \
         --n 2000 --epochs 15 --out benchmarks/classification/results/simulated.json
