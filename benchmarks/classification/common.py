@@ -1,6 +1,8 @@
 """Simulated particle stacks with known views, the baseline classifiers and
 the figures of merit shared by the classification benchmark scripts."""
 import os
+import subprocess
+import tempfile
 
 import numpy as np
 
@@ -46,8 +48,6 @@ def simulate_set(snr, n, seed, mixture=False, k=10):
 def aspire_set(snr, n, seed, k, python):
     """Particles, labels, CTF parameters and clean views simulated by ASPIRE
     (`aspire_simulate.py` run by `python`, the ASPIRE venv's interpreter)."""
-    import subprocess
-    import tempfile
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "set.npz")
         subprocess.run([python, os.path.join(os.path.dirname(__file__), "aspire_simulate.py"),
