@@ -220,6 +220,8 @@ def test_an_encoder_is_not_a_pruner(capsys, tmp_path, stack):
 @pytest.mark.parametrize("command, argv, option", [
     ("prune", ["--model", "m.pt", "--particles", "p.mrcs", "--out", "s.csv", "--batch", 0],
      "--batch"),
+    ("prune", ["--model", "m.pt", "--particles", "p.mrcs", "--out", "s.csv", "--tta", 3],
+     "--tta"),
     ("train-picker", ["--micrographs", "a.mrc", "--coords", ".", "--box", 40, "--out",
                       "o", "--epochs", 0], "--epochs"),
     ("train-picker", ["--micrographs", "a.mrc", "--coords", ".", "--box", 40, "--out",

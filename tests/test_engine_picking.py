@@ -10,9 +10,9 @@ from cryoprune_scipion.cli import main as cryoprune
 from cryoprune_scipion.engine.io import (InputError, read_coordinates, write_micrograph,
                                          write_table)
 from cryoprune_scipion.engine.metrics import assign_picks, match_picks, score_picks
+from cryoprune_scipion.engine.dihedral import dihedral_copies, dihedral_copy
 from cryoprune_scipion.engine.picking import (THRESHOLD_CHOICES, best_threshold,
-                                              centres_to_micrograph, dihedral_copies,
-                                              dihedral_copy, from_copy, fuse_copies,
+                                              centres_to_micrograph, from_copy, fuse_copies,
                                               read_strips, read_training_coordinates,
                                               split_regions, stored_threshold,
                                               tile_origins, train_picker, write_yolo_dataset)

@@ -11,6 +11,7 @@ from cryoprune_scipion.engine.classify2d import ClassificationSettings
 from cryoprune_scipion.engine.contrastive import Augmentations, TrainingSettings
 from cryoprune_scipion.engine.picking import Detection, PickerTraining
 from cryoprune_scipion.engine.preprocess import PreprocessSettings
+from cryoprune_scipion.engine import pruning
 from cryoprune_scipion.engine.pruning import TrainSettings
 from cryoprune_scipion.protocols.base import reference
 from cryoprune_scipion.protocols.protocol_yolo_training import (
@@ -81,8 +82,10 @@ class TestForms(unittest.TestCase):
                          PickerTraining.model)
         picking = CryoPruneProtYoloPicking()
         self.assertEqual((picking.threshold.get(), picking.iou.get(),
-                          picking.maxDetections.get()),
-                         (None, Detection.iou, Detection.max_det))  # None: the model's
+                          picking.maxDetections.get(), picking.getTtaCopies()),
+                         (None, Detection.iou, Detection.max_det,  # None: the model's
+                          Detection.tta))
+        self.assertEqual(CryoPruneProtPickerOptimizer().getTtaCopies(), pruning.TTA)
         pruner = CryoPruneProtPickerOptimizerTraining()
         self.assertEqual((pruner.epochs.get(), pruner.inputSize.get(),
                           pruner.learningRate.get(), pruner.getEnumText("backbone")),

@@ -8,6 +8,7 @@ import pytest
 
 from cryoprune_scipion.cli import main as cli_main
 from cryoprune_scipion.engine import pruning
+from cryoprune_scipion.engine.dihedral import dihedral_copies, dihedral_copy
 from cryoprune_scipion.engine.io import InputError, write_stack
 from cryoprune_scipion.engine.windows import extract_windows
 
@@ -101,6 +102,22 @@ def test_validation_windows_are_kept_with_their_true_class(trained):
     assert np.all((probability >= 0) & (probability <= 1))
     assert pruning.roc_auc(truth, probability) == pytest.approx(
         metadata["validation"]["roc_auc"], abs=1e-3)
+
+
+def test_test_time_copies_average_the_turned_and_mirrored_windows(trained):
+    network, _ = trained
+    windows = np.concatenate([shapes("particle", 3, 21), shapes("ice", 3, 22)])
+    copies = [np.ascontiguousarray(dihedral_copy(windows, turns, mirror))
+              for turns, mirror in dihedral_copies(4)]
+    single = [pruning.predict_probabilities(network, c, 32) for c in copies]
+    np.testing.assert_allclose(pruning.predict_probabilities(network, windows, 32, copies=4),
+                               np.mean(single, axis=0), atol=1e-5)
+    assert not np.allclose(single[0], single[2], atol=1e-3)  # the copies differ
+    # Eight copies are the whole group: a quarter-turned window scores the same.
+    turned = np.ascontiguousarray(np.rot90(windows, 1, axes=(1, 2)))
+    np.testing.assert_allclose(pruning.predict_probabilities(network, turned, 32, copies=8),
+                               pruning.predict_probabilities(network, windows, 32, copies=8),
+                               atol=1e-5)
 
 
 def test_save_and_load_give_identical_scores(trained, tmp_path):
@@ -201,6 +218,17 @@ def test_cli_contract_train_and_prune(tmp_path):
     called = [r["label"] == "particle" for r in rows]
     assert sum(called[:5]) >= 4 and sum(called[5:]) <= 1
     assert all(0 <= float(r["score"]) <= 1 for r in rows)
+
+    # Eight test-time copies: the windows turned a quarter score as they are.
+    write_stack(str(tmp_path / "turned.mrcs"), np.rot90(test, 1, axes=(1, 2)))
+    eight = {}
+    for name in ("test", "turned"):
+        assert cli_main(["prune", "--model", str(out / "model.pt"), "--particles",
+                         str(tmp_path / (name + ".mrcs")), "--tta", "8",
+                         "--out", str(tmp_path / (name + "8.csv"))]) == 0
+        with open(tmp_path / (name + "8.csv")) as f:
+            eight[name] = [float(r["score"]) for r in csv.DictReader(f)]
+    np.testing.assert_allclose(eight["turned"], eight["test"], atol=1e-4)
 
     # Another box size: refused with the file named, accepted with --resample.
     write_stack(str(tmp_path / "big.mrcs"), np.zeros((2, 48, 48), np.float32))

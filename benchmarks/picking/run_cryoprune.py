@@ -28,8 +28,8 @@ import evaluate  # noqa: E402
 from run_topaz import run_timed  # noqa: E402
 
 from cryoprune_scipion.engine.io import read_model_metadata  # noqa: E402
-from cryoprune_scipion.engine.picking import (TTA_COPIES, Detection,  # noqa: E402
-                                              stored_threshold)
+from cryoprune_scipion.engine.dihedral import TTA_COPIES  # noqa: E402
+from cryoprune_scipion.engine.picking import Detection, stored_threshold  # noqa: E402
 from cryoprune_scipion.engine.preprocess import (PreprocessSettings,  # noqa: E402
                                                  preprocess_micrograph_files)
 

@@ -23,7 +23,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evaluate  # noqa: E402
 
-from cryoprune_scipion.engine import picking  # noqa: E402
+from cryoprune_scipion.engine import dihedral, picking  # noqa: E402
 from cryoprune_scipion.engine.io import read_model_metadata  # noqa: E402
 from cryoprune_scipion.engine.metrics import PickingScore  # noqa: E402
 from cryoprune_scipion.engine.preprocess import PreprocessSettings  # noqa: E402
@@ -70,7 +70,7 @@ def rechoose(result_json, run_work, curves, work):
     picks = os.path.join(run_work, "picks")
     stored, now = metadata["thresholds"][copies], chosen["thresholds"][copies]
     return {"run": os.path.basename(result_json), "copies": int(copies),
-            "strip_f1_by_threshold": curves[picking.TTA_COPIES.index(int(copies))],
+            "strip_f1_by_threshold": curves[dihedral.TTA_COPIES.index(int(copies))],
             "stored": {"threshold": stored,
                        "test_at_27px": evaluate.evaluate(picks, stems, stored)["at_27px"]},
             "chosen_now": {"threshold": now, "strip_figures": chosen["threshold_validation"][copies],

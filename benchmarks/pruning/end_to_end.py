@@ -5,7 +5,10 @@ benchmarks/picking/evaluate.py, and what pruning removed.
 The pruner starts as the plugin's does without ImageNet weights, from
 scratch: run.py's "random init" with 200 examples per class, trained on
 windows of the first 4 micrographs (the simulated base scored below it, see
-pretraining.py). Every pick at a confidence of at least the lowest picker
+pretraining.py), at the pruner training's automatic input from scratch (64
+px windows and input) and scored with the prune command's test-time copies
+(4); the first rows ran at 48 px with one copy (`--size 48 --copies 1`).
+Every pick at a confidence of at least the lowest picker
 threshold gets its particle probability once; then, at each picker threshold
 (the CLI default 0.25 and a low one):
 
@@ -25,8 +28,8 @@ positives: artefact band, unlabelled margin, duplicate, off-centre,
 background by brightness) and, for true positives, by the label's
 surroundings (crowded, low contrast, other).
 
-    nice -n 10 python benchmarks/pruning/end_to_end.py \\
-        --picks benchmarks/work/picking/cryoprune_none/picks --png docs/pruning_removed.png
+    nice -n 10 python benchmarks/pruning/end_to_end.py --picks PICKS [--size 64]
+        [--copies 4] [--out JSON] [--work DIR] [--png docs/pruning_removed.png]
 """
 import argparse
 import json
@@ -45,6 +48,7 @@ import evaluate  # noqa: E402
 import run  # noqa: E402
 
 from cryoprune_scipion.engine import pruning  # noqa: E402
+from cryoprune_scipion.engine.dihedral import TTA_COPIES  # noqa: E402
 from cryoprune_scipion.engine.io import read_micrograph  # noqa: E402
 from cryoprune_scipion.engine.windows import extract_windows  # noqa: E402
 
@@ -53,14 +57,16 @@ DEFAULT_PRUNE_THRESHOLD = 0.5       # the prune protocol's default
 SHOTS = 200
 
 
-def pruner():
-    """The pruner and the seconds its training took (0 when it was saved)."""
-    path = os.path.join(run.WORK, "real_%d_scratch" % SHOTS, "model.pt")
+def pruner(size):
+    """The pruner on `size` px windows and input, and the seconds its
+    training took (0 when it was saved)."""
+    suffix = "" if size == run.SIZE else "_%dpx" % size
+    path = os.path.join(run.WORK, "real_%d_scratch%s" % (SHOTS, suffix), "model.pt")
     if os.path.exists(path):
         return pruning.load(path) + (0.0,)
     start = time.time()
-    train_windows, _ = run.real_windows()
-    settings = pruning.TrainSettings(input_size=run.SIZE, few_shot=SHOTS, aux_weight=0.5,
+    train_windows, _ = run.real_windows(size=size)
+    settings = pruning.TrainSettings(input_size=size, few_shot=SHOTS, aux_weight=0.5,
                                      epochs=run.epochs_for(int(0.8 * SHOTS * 4)), batch=32)
     network, metadata = pruning.train(run.as_dataset(train_windows, data.REAL_CLASSES),
                                       settings)
@@ -68,9 +74,10 @@ def pruner():
     return network, metadata, time.time() - start
 
 
-def particle_probabilities(picks_dir, stems, floor, network, metadata):
+def particle_probabilities(picks_dir, stems, floor, network, metadata, copies):
     """Per micrograph, its picks (x, y, confidence, as read) and the particle
-    probability of those at confidence >= floor (NaN below)."""
+    probability of those at confidence >= floor (NaN below), averaged over
+    `copies` test-time copies."""
     picks, probabilities = {}, {}
     for name in stems:
         picks[name] = evaluate.read_picks(picks_dir, name)
@@ -81,7 +88,8 @@ def particle_probabilities(picks_dir, stems, floor, network, metadata):
                                                  name + ".jpg"))
             windows, _ = extract_windows(image, picks[name][scored, :2], data.BOX)
             probability[scored] = pruning.predict_probabilities(
-                network, data.downsample(windows, run.SIZE), metadata["input_size"])[:, 0]
+                network, data.downsample(windows, metadata["input_size"]),
+                metadata["input_size"], copies=copies)[:, 0]
         probabilities[name] = probability
     return picks, probabilities
 
@@ -204,18 +212,26 @@ def main():
     parser.add_argument("--png", help="picture of the test micrograph pruning changed most")
     parser.add_argument("--work", default=os.path.join(run.WORK, "end_to_end"),
                         help="folder for the pruned copies of the picks")
+    parser.add_argument("--size", type=int, default=pruning.SCRATCH_INPUT_SIZE,
+                        help="window and network input px (default: the pruner "
+                             "training's from scratch; the first rows: 48)")
+    parser.add_argument("--copies", type=int, default=pruning.TTA, choices=TTA_COPIES,
+                        help="test-time copies (default: prune's; the first rows: 1)")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(1)
-    network, metadata, train_seconds = pruner()
+    network, metadata, train_seconds = pruner(args.size)
     train_paths, test_paths = evaluate.split()
     train = [evaluate.stem(p) for p in train_paths]
     test = [evaluate.stem(p) for p in test_paths]
     start = time.time()
     picks, probability = particle_probabilities(args.picks, train + test,
-                                                min(PICKER_THRESHOLDS), network, metadata)
+                                                min(PICKER_THRESHOLDS), network, metadata,
+                                                args.copies)
     result = {"picks": os.path.relpath(args.picks), "pruner": "from scratch, %d examples "
-              "per class" % SHOTS, "pruner_training_seconds": round(train_seconds),
+              "per class, %d px windows and input, %d test-time copies"
+              % (SHOTS, args.size, args.copies),
+              "pruner_training_seconds": round(train_seconds),
               "scoring_seconds": round(time.time() - start), "settings": {}}
     bands = error_analysis.measure_artefact_bands(train_paths + test_paths)
     micrographs = [error_analysis.Micrograph(name, args.picks, bands) for name in test]

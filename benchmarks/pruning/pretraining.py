@@ -28,6 +28,7 @@ Writes benchmarks/pruning/results_pretraining.json after every row; a
 rerun skips the rows already there. CPU, one thread.
 """
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -52,28 +53,36 @@ INITIALISATIONS = ("random init", "simulated base", "self-supervised")
 METRICS = ("accuracy", "f1", "roc_auc")
 
 
-def unlabelled_windows(picks_folder, seed=0):
+def unlabelled_windows(picks_folder, size, per_micrograph, seed=0):
     """Windows at picks drawn at random on every micrograph, no labels."""
     rng = np.random.default_rng(seed)
     out = []
     for name in data.micrograph_names():
         picks = read_coordinates(os.path.join(picks_folder, name + ".csv"))
         centres = np.array([[p["x"], p["y"]] for p in picks])
-        centres = centres[rng.permutation(len(centres))[:PICKS_PER_MICROGRAPH]]
+        centres = centres[rng.permutation(len(centres))[:per_micrograph]]
         micrograph = read_micrograph(os.path.join(data.DATA, "micrographs", name + ".jpg"))
         windows, _ = extract_windows(micrograph, centres, data.BOX)
-        out.append(data.downsample(windows, run.SIZE))
+        out.append(data.downsample(windows, size))
     return {"windows": np.concatenate(out)}
 
 
-def self_supervised_model(picks_folder):
-    path = os.path.join(run.WORK, "self_supervised", "model.pt")
+def self_supervised_model(picks_folder, settings, per_micrograph):
+    """The SimCLR backbone, cached under a name that tells its recipe (the
+    first recipe, 48 px, 3 epochs, 120 picks per micrograph, kept its
+    unsuffixed names)."""
+    first = (settings.input_size, settings.epochs, per_micrograph) == (run.SIZE, 3, 120)
+    suffix = "" if first else "_%dpx_%de_%dpm" % (settings.input_size, settings.epochs,
+                                                  per_micrograph)
+    path = os.path.join(run.WORK, "self_supervised" + suffix, "model.pt")
     if os.path.exists(path):
         return path
-    windows = run.cached("unlabelled_picks", lambda: unlabelled_windows(picks_folder))
+    windows_suffix = "" if first else "_%dpx_%dpm" % (settings.input_size, per_micrograph)
+    windows = run.cached("unlabelled_picks" + windows_suffix, lambda: unlabelled_windows(
+        picks_folder, settings.input_size, per_micrograph))
     start = time.time()
-    network, metadata = self_supervised.pretrain(windows["windows"], SELF_SUPERVISED,
-                                             log=logging.info)
+    network, metadata = self_supervised.pretrain(windows["windows"], settings,
+                                                 log=logging.info)
     metadata["pretraining"]["seconds"] = round(time.time() - start, 1)
     return self_supervised.save(network, metadata, os.path.dirname(path))
 
@@ -130,46 +139,55 @@ def main():
                         help="folder of the picker's picks (CSV per micrograph)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--inits", nargs="+", default=list(INITIALISATIONS),
+                        choices=INITIALISATIONS)
+    parser.add_argument("--size", type=int, default=run.SIZE,
+                        help="window and network input px")
+    parser.add_argument("--ssl-epochs", type=int, default=SELF_SUPERVISED.epochs)
+    parser.add_argument("--per-micrograph", type=int, default=PICKS_PER_MICROGRAPH,
+                        help="unlabelled picks drawn per micrograph")
+    parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--table", action="store_true",
                         help="print the Markdown table of --seeds")
     args = parser.parse_args()
     if args.table:
-        with open(RESULTS) as f:
+        with open(args.out) as f:
             print(table(json.load(f), args.seeds))
         return
     import torch
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
-    train, test = run.real_windows()
+    train, test = run.real_windows(size=args.size)
     x_test, y_test = run.test_arrays(test, data.REAL_CLASSES)
-    initial = {"random init": None, "simulated base": run.pretrain_base(False),
-               "self-supervised": self_supervised_model(args.picks)}
+    ssl = dataclasses.replace(SELF_SUPERVISED, input_size=args.size, epochs=args.ssl_epochs)
+    make = {"random init": lambda: None, "simulated base": lambda: run.pretrain_base(False),
+            "self-supervised": lambda: self_supervised_model(args.picks, ssl,
+                                                             args.per_micrograph)}
+    initial = {init: make[init]() for init in args.inits}
     results = {"rows": {}}
-    if os.path.exists(RESULTS):
-        with open(RESULTS) as f:
+    if os.path.exists(args.out):
+        with open(args.out) as f:
             results = json.load(f)
-    with np.load(os.path.join(run.WORK, "unlabelled_picks.npz")) as f:
-        n_unlabelled = len(f["windows"])
     results["settings"] = {
-        "network_input_px": run.SIZE, "backbone": "resnet18", "aux_weight": 0.5,
-        "test_windows": len(y_test), "unlabelled_windows": n_unlabelled,
-        "self_supervised": vars(SELF_SUPERVISED),
-        "torch_threads": torch.get_num_threads()}
+        "network_input_px": args.size, "backbone": "resnet18", "aux_weight": 0.5,
+        "test_windows": len(y_test), "unlabelled_windows": 20 * args.per_micrograph,
+        "self_supervised": vars(ssl), "torch_threads": torch.get_num_threads()}
     # Seeds inside shots: a partial run has every initialisation at the
     # smallest shot count first.
     for n in args.shots:
         for seed in args.seeds:
-            for init in INITIALISATIONS:
+            for init in args.inits:
                 by_seed = results["rows"].setdefault(str(n), {}).setdefault(init, {})
                 if str(seed) in by_seed:
                     continue
                 by_seed[str(seed)] = run.cnn_row(train, data.REAL_CLASSES, n, x_test, y_test,
-                                                 initial[init], 0.5, seed=seed)
+                                                 initial[init], 0.5, seed=seed,
+                                                 input_size=args.size)
                 logging.info("n=%d seed %d %s: %s", n, seed, init,
                              {m: by_seed[str(seed)][m] for m in METRICS + ("train_seconds",)})
                 results["summary"] = summary(results["rows"])
-                run.save(results, RESULTS)
+                run.save(results, args.out)
 
 
 if __name__ == "__main__":

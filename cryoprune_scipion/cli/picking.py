@@ -6,8 +6,8 @@ import os
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from ..engine.device import add_device_argument
 from ..engine.io import InputError, micrograph_stem, read_model_metadata, write_table
-from ..engine.picking import (METRICS_CSV, PREPROCESSING_TRIALS, TTA_COPIES, Detection,
-                              PickerTraining)
+from ..engine.dihedral import TTA_COPIES
+from ..engine.picking import METRICS_CSV, PREPROCESSING_TRIALS, Detection, PickerTraining
 from ..engine.preprocess import PreprocessSettings, WAVELET_MODES
 from .arguments import (fraction, non_negative_float, non_negative_int, positive_float,
                         positive_int, probability)

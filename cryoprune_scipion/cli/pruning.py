@@ -8,9 +8,10 @@ import os
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from ..engine.base_pruner import BaseRecipe, default_training
 from ..engine.device import add_device_argument
+from ..engine.dihedral import TTA_COPIES
 from ..engine.extraction import read_windows
 from ..engine.io import InputError, read_model_metadata, replacing
-from ..engine.pruning import IMAGENET_INPUT_SIZE, SCRATCH_INPUT_SIZE, TrainSettings
+from ..engine.pruning import IMAGENET_INPUT_SIZE, SCRATCH_INPUT_SIZE, TTA, TrainSettings
 from .arguments import (at_least, fraction, non_negative_float, non_negative_int,
                         positive_float, positive_int)
 from .outputs import RunOutputs, add_output_arguments
@@ -70,6 +71,10 @@ def add_commands(commands):
                             "or row of the folder's particles.csv)")
     add_downsample_argument(prune)
     prune.add_argument("--batch", type=positive_int, default=256)
+    prune.add_argument("--tta", type=int, choices=TTA_COPIES, default=TTA,
+                       help="test-time augmentation: average the scores over this many "
+                            "mirrored and turned copies of each window, one network pass "
+                            "each (default %(default)s)")
     prune.add_argument("--resample", action="store_true",
                        help="accept windows of another box size than the model's "
                             "(same field of view at another sampling)")
@@ -167,7 +172,7 @@ def run_prune(args):
     with replacing(out) as partial, open(partial, "w") as f:
         f.write("index,score,label\n")
         for start, scores, labels in pruning.iter_predictions(network, metadata, stack,
-                                                              device, args.batch):
+                                                              device, args.batch, args.tta):
             for i, (score, label) in enumerate(zip(scores, labels)):
                 f.write("%d,%.6f,%s\n" % (start + i, score, label))
             kept += sum(label == pruning.PARTICLE for label in labels)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..constants import MODEL_METADATA, MODEL_WEIGHTS
 from .coordinates import DUPLICATE_RADIUS, sanitize_coordinates
+from .dihedral import TTA_COPIES, dihedral_copies, dihedral_copy
 from .io import (InputError, micrograph_stem, read_coordinates, read_micrograph,
                  read_model_metadata, replacing, write_json, write_table)
 from .metrics import PickingScore, assign_picks
@@ -35,8 +36,6 @@ DEFAULT_CLASS = "particle"
 PICK_FIELDS = ["x", "y", "score", "class"]
 DATASET_DESCRIPTION = "dataset.json"
 FINISHED = "finished"
-# Test-time augmentation: how many copies of a micrograph can be picked
-TTA_COPIES = (1, 2, 4, 8)
 # fraction of the box within which two centres are one particle: detections
 # in copies of a micrograph fused, a pick matched to a label
 SAME_PARTICLE = 0.25
@@ -906,18 +905,6 @@ def _detect_copies(detect, image, confidence, copies):
         centres, scores, classes = detect(dihedral_copy(image, turns, mirror), confidence)
         found.append((from_copy(centres, image.shape, turns, mirror), scores, classes))
     return found
-
-
-def dihedral_copies(count):
-    """The first `count` (of TTA_COPIES) of the eight copies of an image by
-    quarter turns and a mirror, as (quarter turns, mirrored); 2 adds the
-    mirror, 4 the half turn, 8 the quarter turns."""
-    return [(turns, mirror) for turns in (0, 2, 1, 3) for mirror in (False, True)][:count]
-
-
-def dihedral_copy(image, turns, mirror):
-    turned = np.rot90(image, turns)
-    return np.fliplr(turned) if mirror else turned
 
 
 def from_copy(centres, shape, turns, mirror):

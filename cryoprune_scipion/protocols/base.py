@@ -6,6 +6,7 @@ import pyworkflow.protocol.params as params
 import pyworkflow.utils as pwutils
 
 from .. import Plugin, bibtex
+from ..engine.dihedral import TTA_COPIES
 
 GPU_HELP = ("GPUs for the %s job, by id as nvidia-smi lists them, e.g. '0'%s. "
             "Use GPU = No runs on the CPU; Use GPU = Yes on a machine without a GPU "
@@ -14,6 +15,8 @@ THREADS_HELP = ("CPU threads of each job: they read, cut and preprocess the data
                 "run the network when it runs on the CPU. With a GPU, 2 to 4 keep it "
                 "busy; on the CPU alone, give the cores you can spare. GPUs and threads "
                 "add up: a job uses its GPUs and this many CPU cores.")
+TTA_CHOICES = ["off", "2 copies (mirror)", "4 copies (mirrors, half turn)",
+               "8 copies (mirrors, quarter turns)"]
 
 
 class OptionalRange(params.Conditional):
@@ -59,6 +62,17 @@ class CryoPruneProtocol:
                        help=GPU_HELP % (job, " or '0 1' (%s)" % severalGpus
                                         if severalGpus else ""))
         form.addParallelSection(threads=threads, mpi=0, binThreadsHelp=THREADS_HELP)
+
+    def _defineTtaParam(self, form, default, help):
+        """The test-time augmentation choice, `default` copies to start."""
+        form.addParam("testTimeAugmentation", params.EnumParam, choices=TTA_CHOICES,
+                      default=TTA_COPIES.index(default),
+                      display=params.EnumParam.DISPLAY_COMBO,
+                      label="Test-time augmentation", help=help)
+
+    def getTtaCopies(self):
+        """How many test-time copies the form asks for."""
+        return TTA_COPIES[self.testTimeAugmentation.get()]
 
     def getGpuList(self):
         """No GPU with Use GPU off, so that a queue's submission script

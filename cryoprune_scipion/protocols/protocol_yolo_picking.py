@@ -8,12 +8,9 @@ from pwem.protocols import ProtParticlePickingAuto
 from ..constants import CLASS_ATTR, MODEL_METADATA, SCORE_ATTR
 from ..convert import (coordinatesPath, getCoordinateClass, linkMicrographs,
                        readCoordinatesCsv)
-from ..engine.picking import TTA_COPIES, Detection, stored_threshold
+from ..engine.picking import Detection, stored_threshold
 from .base import CryoPruneProtocol, OptionalRange, reference
 from .class_names import NAME_PATTERN
-
-TTA_CHOICES = ["off", "2 copies (mirror)", "4 copies (mirrors, half turn)",
-               "8 copies (mirrors, quarter turns)"]
 
 OUTPUT_COORDINATES = "outputCoordinates"
 
@@ -71,18 +68,15 @@ class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
                       help="The most picks kept on one micrograph, the most confident "
                            "first; %d is far above a usual micrograph's particles."
                            % Detection.max_det)
-        form.addParam("testTimeAugmentation", params.EnumParam, choices=TTA_CHOICES,
-                      default=TTA_COPIES.index(Detection.tta),
-                      display=params.EnumParam.DISPLAY_COMBO,
-                      label="Test-time augmentation",
-                      help="Pick also in mirrored and turned copies of each micrograph "
-                           "and give each particle the mean of its scores over them: "
-                           "fewer false picks and better ranked scores, at one "
-                           "detection pass per copy. On beta-galactosidase, 4 copies "
-                           "(the start) raised F1 from 0.841 to 0.849 and average "
-                           "precision from 0.861 to 0.877; 8 copies add little "
-                           "(0.850, 0.881) for twice the detection time. Reading and "
-                           "filtering the micrographs costs the same either way.")
+        self._defineTtaParam(
+            form, Detection.tta,
+            help="Pick also in mirrored and turned copies of each micrograph and "
+                 "give each particle the mean of its scores over them: fewer false "
+                 "picks and better ranked scores, at one detection pass per copy. On "
+                 "beta-galactosidase, 4 copies (the start) raised F1 from 0.841 to "
+                 "0.849 and average precision from 0.861 to 0.877; 8 copies add "
+                 "little (0.850, 0.881) for twice the detection time. Reading and "
+                 "filtering the micrographs costs the same either way.")
         self._defineComputeParams(form, "picking", threads=4,
                                   severalGpus="the micrographs of a step split over them")
         self._defineStreamingParams(form)
@@ -102,7 +96,7 @@ class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
                 "--out %s" % self.getCoordsDir(),
                 "--threshold %s" % self.getThreshold(), "--iou %s" % self.iou,
                 "--max-det %d" % self.maxDetections,
-                "--tta %d" % TTA_COPIES[self.testTimeAugmentation.get()],
+                "--tta %d" % self.getTtaCopies(),
                 "--border %s" % self._getBorder()]
         self.runCryoprune("pick", " ".join(args))
 
@@ -208,7 +202,7 @@ class CryoPruneProtYoloPicking(CryoPruneProtocol, ProtParticlePickingAuto):
         if self.threshold.get() is not None:
             return self.threshold.get()
         return stored_threshold(self.inputModel.get().getMetadata(),
-                                TTA_COPIES[self.testTimeAugmentation.get()])
+                                self.getTtaCopies())
 
     def _getBorder(self):
         border = self.border.get()
