@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from cryoprune_scipion.cli import main as cryoprune
+from cryoprune_scipion.engine.dihedral import dihedral_copies, dihedral_copy
 from cryoprune_scipion.engine.io import (InputError, read_coordinates, write_micrograph,
                                          write_table)
 from cryoprune_scipion.engine.metrics import assign_picks, match_picks, score_picks
-from cryoprune_scipion.engine.dihedral import dihedral_copies, dihedral_copy
 from cryoprune_scipion.engine.picking import (THRESHOLD_CHOICES, best_threshold,
                                               centres_to_micrograph, from_copy, fuse_copies,
                                               read_strips, read_training_coordinates,

@@ -21,7 +21,6 @@ picker's score). Results in
 benchmarks/pruning/results_errors.json.
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -103,10 +102,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--png")
     args = parser.parse_args()
-    import torch
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
+    run.one_thread()
     train, test = run.real_windows(size=SIZE)
     x_test, y_test = run.test_arrays(test, data.REAL_CLASSES)
     centres, names = test_centres()

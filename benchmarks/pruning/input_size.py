@@ -82,12 +82,9 @@ def main():
         print(pretraining.table(in_size_order(load()), args.seeds, BASELINE,
                                 "windows / input, aux"))
         return
-    import torch
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
+    threads = run.one_thread()
     settings = {"backbone": "resnet18", "initial_weights": "random",
-                "window_box_px": data.BOX, "torch_threads": torch.get_num_threads()}
+                "window_box_px": data.BOX, "torch_threads": threads}
     for config in args.configs:
         window, network_input = (int(v) for v in config.split("/"))
         train, test = run.real_windows(size=window)

@@ -154,10 +154,7 @@ def main():
         with open(args.out) as f:
             print(table(json.load(f), args.seeds))
         return
-    import torch
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
+    threads = run.one_thread()
     train, test = run.real_windows(size=args.size)
     x_test, y_test = run.test_arrays(test, data.REAL_CLASSES)
     ssl = dataclasses.replace(SELF_SUPERVISED, input_size=args.size, epochs=args.ssl_epochs)
@@ -172,7 +169,7 @@ def main():
     results["settings"] = {
         "network_input_px": args.size, "backbone": "resnet18", "aux_weight": 0.5,
         "test_windows": len(y_test), "unlabelled_windows": 20 * args.per_micrograph,
-        "self_supervised": vars(ssl), "torch_threads": torch.get_num_threads()}
+        "self_supervised": vars(ssl), "torch_threads": threads}
     # Seeds inside shots: a partial run has every initialisation at the
     # smallest shot count first.
     for n in args.shots:

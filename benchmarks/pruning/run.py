@@ -147,6 +147,24 @@ def logistic_row(train_windows, classes, n, x_test, y_test, seed):
     return evaluate(probabilities, y_test, classes, seconds)
 
 
+def load_rows(path):
+    """The rows a script wrote to `path` so far ({"rows": {}} at first)."""
+    if not os.path.exists(path):
+        return {"rows": {}}
+    with open(path) as f:
+        return json.load(f)
+
+
+def one_thread():
+    """Torch on one thread and timestamped log lines, as the rows here
+    run; returns the thread count."""
+    import torch
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S")
+    return torch.get_num_threads()
+
+
 def save(results, path=RESULTS):
     with open(path + ".partial", "w") as f:
         json.dump(results, f, indent=1)
@@ -175,10 +193,7 @@ def main():
                         help="only add rows of this method trained for EPOCHS epochs "
                              "(real data, --shots) to the existing results")
     args = parser.parse_args()
-    import torch
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
+    one_thread()
     output = os.path.join(WORK, "results_quick.json") if args.quick else RESULTS
     per_mic_train = 5 if args.quick else 60
     real_train, real_test = real_windows(args.quick)

@@ -16,7 +16,6 @@ benchmarks/pruning/results_tta.json after every network; a rerun skips the
 networks already there. CPU, one thread.
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -45,23 +44,17 @@ def main():
     parser.add_argument("--table", action="store_true",
                         help="print the Markdown table of --seeds")
     args = parser.parse_args()
-    results = {"rows": {}}
-    if os.path.exists(RESULTS):
-        with open(RESULTS) as f:
-            results = json.load(f)
+    results = run.load_rows(RESULTS)
     if args.table:
         print(pretraining.table(results, args.seeds, label(1), "test-time copies"))
         return
-    import torch
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
+    threads = run.one_thread()
     train, test = run.real_windows(size=SIZE)
     x_test, y_test = run.test_arrays(test, data.REAL_CLASSES)
     results["settings"] = {"window_px": SIZE, "network_input_px": SIZE, "aux_weight": 0.5,
                            "backbone": "resnet18", "initial_weights": "random",
                            "test_windows": len(y_test),
-                           "torch_threads": torch.get_num_threads()}
+                           "torch_threads": threads}
     for n in args.shots:
         for seed in args.seeds:
             rows = results["rows"].setdefault(str(n), {})
