@@ -8,9 +8,9 @@ windows of the first 4 micrographs (the simulated base scored below it, see
 pretraining.py), at the pruner training's automatic input from scratch (64
 px windows and input) and scored with the prune command's test-time copies
 (4); the first rows ran at 48 px with one copy (`--size 48 --copies 1`).
-Every pick at a confidence of at least the lowest picker
-threshold gets its particle probability once; then, at each picker threshold
-(the CLI default 0.25 and a low one):
+Every pick at a confidence of at least the lowest picker threshold gets its
+particle probability once; then, at each picker threshold (the CLI default
+0.25 and a low one):
 
 - before: the picks at or above the picker threshold;
 - pruned: those whose particle probability is at least 0.5 (the protocol's

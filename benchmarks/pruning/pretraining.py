@@ -3,11 +3,12 @@ real beta-galactosidase windows, over seeds.
 
     nice -n 10 python benchmarks/pruning/pretraining.py \\
         --picks benchmarks/work/picking/cryoprune_none/picks [--seeds 0 1 2]
-        [--shots 10 50 200] [--table]
+        [--shots 10 50 200] [--inits ...] [--size 48] [--ssl-epochs 3]
+        [--per-micrograph 120] [--out JSON] [--table]
 
 Initialisations, each trained as run.py's "this method" row (aux branch
-0.5, 48 px windows and network input, run.py's epochs) on 10, 50 and 200
-examples per class of the 4 training micrographs, tested on the 1,600
+0.5, 48 px windows and network input or --size, run.py's epochs) on 10, 50
+and 200 examples per class of the 4 training micrographs, tested on the 1,600
 windows of the 16 test micrographs (run.py's caches):
   random init      from scratch;
   simulated base   run.py's base model (`engine.base_pruner` on simulated
@@ -24,12 +25,11 @@ The self-supervised model is pretrained once (seed 0) and shared by the
 classifier seeds; the seeds change the examples drawn, the classifier's
 initial head and the augmentations.
 
-Writes benchmarks/pruning/results_pretraining.json after every row; a
-rerun skips the rows already there. CPU, one thread.
+Writes benchmarks/pruning/results_pretraining.json (or --out) after every
+row; a rerun skips the rows already there. CPU, one thread.
 """
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -69,9 +69,9 @@ def unlabelled_windows(picks_folder, size, per_micrograph, seed=0):
 
 def self_supervised_model(picks_folder, settings, per_micrograph):
     """The SimCLR backbone, cached under a name that tells its recipe (the
-    first recipe, 48 px, 3 epochs, 120 picks per micrograph, kept its
-    unsuffixed names)."""
-    first = (settings.input_size, settings.epochs, per_micrograph) == (run.SIZE, 3, 120)
+    first recipe, this script's defaults, kept its unsuffixed names)."""
+    first = (settings.input_size, settings.epochs, per_micrograph) == (
+        run.SIZE, SELF_SUPERVISED.epochs, PICKS_PER_MICROGRAPH)
     suffix = "" if first else "_%dpx_%de_%dpm" % (settings.input_size, settings.epochs,
                                                   per_micrograph)
     path = os.path.join(run.WORK, "self_supervised" + suffix, "model.pt")
@@ -151,8 +151,7 @@ def main():
                         help="print the Markdown table of --seeds")
     args = parser.parse_args()
     if args.table:
-        with open(args.out) as f:
-            print(table(json.load(f), args.seeds))
+        print(table(run.load_rows(args.out), args.seeds))
         return
     threads = run.one_thread()
     train, test = run.real_windows(size=args.size)
@@ -162,10 +161,7 @@ def main():
             "self-supervised": lambda: self_supervised_model(args.picks, ssl,
                                                              args.per_micrograph)}
     initial = {init: make[init]() for init in args.inits}
-    results = {"rows": {}}
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            results = json.load(f)
+    results = run.load_rows(args.out)
     results["settings"] = {
         "network_input_px": args.size, "backbone": "resnet18", "aux_weight": 0.5,
         "test_windows": len(y_test), "unlabelled_windows": 20 * args.per_micrograph,
