@@ -98,6 +98,7 @@ def test_validation_windows_are_kept_with_their_true_class(trained):
     probability = np.array(windows["particle_probability"])
     truth = np.array(windows["class_index"]) == 0
     assert len(probability) == metadata["validation"]["n"] == 24
+    assert metadata["validation"]["test_time_copies"] == pruning.TTA  # as pruning scores
     assert np.bincount(windows["class_index"], minlength=3).min() > 0
     assert np.all((probability >= 0) & (probability <= 1))
     assert pruning.roc_auc(truth, probability) == pytest.approx(

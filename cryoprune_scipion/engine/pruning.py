@@ -389,8 +389,9 @@ def train(dataset, settings, device="cpu", initial_weights=None, log=logger.info
     if x_val is not None:
         probabilities = predict_probabilities(network, x_val, settings.input_size,
                                               device, settings.batch, TTA)
-        metadata["validation"] = classification_metrics(probabilities, y_val,
-                                                        dataset.classes)
+        metadata["validation"] = dict(classification_metrics(probabilities, y_val,
+                                                             dataset.classes),
+                                      test_time_copies=TTA)
         # Kept so that the pruning threshold can be chosen on them before pruning
         metadata["validation_windows"] = {
             "particle_probability": np.round(probabilities[:, 0], 4).tolist(),

@@ -450,9 +450,11 @@ class CryoPruneProtPickerOptimizerTraining(CryoPruneProtocol, EMProtocol):
                                              or "none (trained from scratch)")]
         validation = metadata.get("validation")
         if validation:
-            summary.append("Validation (%d windows, particle vs junk): accuracy %.3f, "
-                           "precision %.3f, recall %.3f, F1 %.3f, ROC AUC %.3f"
-                           % (validation["n"], validation["accuracy"],
+            summary.append("Validation (%d windows, particle vs junk, %d test-time "
+                           "copies): accuracy %.3f, precision %.3f, recall %.3f, F1 "
+                           "%.3f, ROC AUC %.3f"
+                           % (validation["n"], validation.get("test_time_copies", 1),
+                              validation["accuracy"],
                               validation["precision"], validation["recall"],
                               validation["f1"], validation["roc_auc"]))
             summary.append("Confusion matrix (rows true, columns predicted %s): %s"
