@@ -231,10 +231,12 @@ class TestStreaming(BaseTest):
         picks = self.importCoordinates(NAMES[:1], ["particle", "ice"], "streamed picks")
         inputSet = picks.outputCoordinates
         self.stream(inputSet)
+        # One copy: this one-epoch pruner's scores then fall on both sides of
+        # the threshold (averaged over 4 copies, all of them above it)
         prune = self.newProtocol(CryoPruneProtPickerOptimizer, inputSet=inputSet,
                                  inputModel=self.pruner, downFactor=DOWN_FACTOR,
                                  threshold=0.5, chunkSize=CHUNK, streamingSleep=1,
-                                 useGpu=False, numberOfThreads=1)
+                                 testTimeAugmentation=0, useGpu=False, numberOfThreads=1)
         self.launchInBackground(prune)
 
         def scored(prot):
@@ -253,6 +255,11 @@ class TestStreaming(BaseTest):
         prune = self.waitToFinish(prune)
 
         kept, discarded = prune.outputCoordinates, prune.outputCoordinates_discarded
+        # pyworkflow keeps no properties, the stream state among them, in the
+        # file of an empty set
+        self.assertTrue(kept.getSize() and discarded.getSize(),
+                        "both outputs must hold picks: %d kept, %d discarded"
+                        % (kept.getSize(), discarded.getSize()))
         self.assertTrue(self.isClosed(kept))
         self.assertTrue(self.isClosed(discarded))
         streamed = SetOfCoordinates(filename=inputSet.getFileName())
