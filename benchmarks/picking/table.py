@@ -10,7 +10,8 @@ ROWS = [("(a) cryoprune YOLO, paper preprocessing", "results_cryoprune_paper.jso
         ("(b) cryoprune YOLO, no preprocessing", "results_cryoprune_none.json"),
         ("(c) Topaz 0.3.20", "results_topaz.json"),
         ("(b') as (b), trained on all 4 micrographs (`--val-fraction 0`)",
-         "results_cryoprune_none_all4.json")]
+         "results_cryoprune_none_all4.json"),
+        ("(c2) as (c), 2,000 updates", "results_topaz_2000.json")]
 
 
 def row(name, result):
