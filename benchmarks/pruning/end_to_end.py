@@ -55,21 +55,47 @@ from cryoprune_scipion.engine.windows import extract_windows  # noqa: E402
 PICKER_THRESHOLDS = (0.25, 0.1)
 DEFAULT_PRUNE_THRESHOLD = 0.5       # the prune protocol's default
 SHOTS = 200
+FALSE_PICK = "falsepick"
 
 
-def pruner(size):
-    """The pruner on `size` px windows and input, and the seconds its
-    training took (0 when it was saved)."""
-    suffix = "" if size == run.SIZE else "_%dpx" % size
+def false_pick_windows(picks_dir, stems, size, bands):
+    """Windows at the picker's false positives on the training micrographs
+    (confidence >= the lowest picker threshold): between the labels,
+    off-centre and duplicates, not those in the unlabelled margin or the
+    artefact band, where no label says what they are or the edge class
+    already covers them."""
+    threshold = min(PICKER_THRESHOLDS)
+    out = []
+    for name in stems:
+        m = error_analysis.Micrograph(name, picks_dir, bands)
+        false = m.picks[m.kept(threshold) & (m.assigned < 0)]
+        keep = ~np.isin(m.false_positive_classes(threshold),
+                        ["unlabelled margin", "artefact band"])
+        image = read_micrograph(os.path.join(evaluate.DATA_DIR, "micrographs", name + ".jpg"))
+        windows, _ = extract_windows(image, false[keep, :2], data.BOX)
+        out.append(data.downsample(windows, size))
+    return np.concatenate(out)
+
+
+def pruner(size, false_picks=None):
+    """The pruner on `size` px windows and input, with the false picks as
+    a fifth class when given, and the seconds its training took (0 when it
+    was saved)."""
+    suffix = ("" if size == run.SIZE else "_%dpx" % size) + \
+        ("" if false_picks is None else "_falsepicks")
     path = os.path.join(run.WORK, "real_%d_scratch%s" % (SHOTS, suffix), "model.pt")
     if os.path.exists(path):
         return pruning.load(path) + (0.0,)
     start = time.time()
     train_windows, _ = run.real_windows(size=size)
+    classes = list(data.REAL_CLASSES)
+    if false_picks is not None:
+        train_windows = dict(train_windows, **{FALSE_PICK: false_picks})
+        classes.append(FALSE_PICK)
     settings = pruning.TrainSettings(input_size=size, few_shot=SHOTS, aux_weight=0.5,
-                                     epochs=run.epochs_for(int(0.8 * SHOTS * 4)), batch=32)
-    network, metadata = pruning.train(run.as_dataset(train_windows, data.REAL_CLASSES),
-                                      settings)
+                                     epochs=run.epochs_for(int(0.8 * SHOTS * len(classes))),
+                                     batch=32)
+    network, metadata = pruning.train(run.as_dataset(train_windows, classes), settings)
     pruning.save(network, metadata, os.path.dirname(path))
     return network, metadata, time.time() - start
 
@@ -217,23 +243,29 @@ def main():
                              "training's from scratch; the first rows: 48)")
     parser.add_argument("--copies", type=int, default=pruning.TTA, choices=TTA_COPIES,
                         help="test-time copies (default: prune's; the first rows: 1)")
+    parser.add_argument("--false-picks", action="store_true",
+                        help="train the pruner with a fifth class: the picker's false "
+                             "picks on the training micrographs (false_pick_windows)")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(1)
-    network, metadata, train_seconds = pruner(args.size)
     train_paths, test_paths = evaluate.split()
     train = [evaluate.stem(p) for p in train_paths]
     test = [evaluate.stem(p) for p in test_paths]
+    bands = error_analysis.measure_artefact_bands(train_paths + test_paths)
+    false_picks = (false_pick_windows(args.picks, train, args.size, bands)
+                   if args.false_picks else None)
+    network, metadata, train_seconds = pruner(args.size, false_picks)
     start = time.time()
     picks, probability = particle_probabilities(args.picks, train + test,
                                                 min(PICKER_THRESHOLDS), network, metadata,
                                                 args.copies)
     result = {"picks": os.path.relpath(args.picks), "pruner": "from scratch, %d examples "
-              "per class, %d px windows and input, %d test-time copies"
-              % (SHOTS, args.size, args.copies),
+              "per class, %d px windows and input, %d test-time copies%s"
+              % (SHOTS, args.size, args.copies, ", false picks as a junk class (%d "
+                 "windows)" % len(false_picks) if args.false_picks else ""),
               "pruner_training_seconds": round(train_seconds),
               "scoring_seconds": round(time.time() - start), "settings": {}}
-    bands = error_analysis.measure_artefact_bands(train_paths + test_paths)
     micrographs = [error_analysis.Micrograph(name, args.picks, bands) for name in test]
     for threshold in PICKER_THRESHOLDS:
         rows, masks = settings_at(threshold, picks, probability, args.work, train, test)
