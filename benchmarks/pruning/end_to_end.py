@@ -29,7 +29,8 @@ background by brightness) and, for true positives, by the label's
 surroundings (crowded, low contrast, other).
 
     nice -n 10 python benchmarks/pruning/end_to_end.py --picks PICKS [--size 64]
-        [--copies 4] [--out JSON] [--work DIR] [--png docs/pruning_removed.png]
+        [--copies 4] [--false-picks] [--out JSON] [--work DIR]
+        [--png docs/pruning_removed.png]
 """
 import argparse
 import json
