@@ -138,14 +138,16 @@ def test_initial_weights_from_backbone_file_and_from_earlier_pruner(trained, tmp
     backbone = torchvision.models.resnet18(weights=None)
     torch.save(backbone.state_dict(), tmp_path / "resnet18.pth")
     settings = pruning.TrainSettings(input_size=32)
-    network = pruning.initial_network(settings, 2, str(tmp_path / "resnet18.pth"))
+    network = pruning.initial_network(settings, 2, pruning.load_initial_weights(
+        str(tmp_path / "resnet18.pth"), "resnet18"))
     assert torch.equal(network.features[0].weight, backbone.conv1.weight)
     earlier = pruning.save(*trained, str(tmp_path / "earlier"))
-    network = pruning.initial_network(settings, 3, earlier)
+    network = pruning.initial_network(settings, 3,
+                                      pruning.load_initial_weights(earlier, "resnet18"))
     assert torch.equal(network.head.weight, trained[0].head.weight)
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="other.pt"):
-        pruning.initial_network(settings, 3, str(tmp_path / "other.pt"))
+        pruning.load_initial_weights(str(tmp_path / "other.pt"), "resnet18")
 
 
 def test_automatic_input_size_follows_the_initial_weights(trained, tmp_path):
@@ -154,10 +156,11 @@ def test_automatic_input_size_follows_the_initial_weights(trained, tmp_path):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(),
                tmp_path / "resnet18.pth")
     earlier = pruning.save(*trained, str(tmp_path / "earlier"))
-    assert pruning.automatic_input_size("resnet18") == pruning.SCRATCH_INPUT_SIZE
-    assert pruning.automatic_input_size("resnet18", str(tmp_path / "resnet18.pth")) == \
-        pruning.IMAGENET_INPUT_SIZE
-    assert pruning.automatic_input_size("resnet18", earlier) == 32  # the earlier's own
+    assert pruning.automatic_input_size() == pruning.SCRATCH_INPUT_SIZE
+    assert pruning.automatic_input_size(pruning.load_initial_weights(
+        str(tmp_path / "resnet18.pth"), "resnet18")) == pruning.IMAGENET_INPUT_SIZE
+    assert pruning.automatic_input_size(
+        pruning.load_initial_weights(earlier, "resnet18")) == 32  # the earlier's own
     dataset = pruning.Dataset(["particle", "ice"], [shapes("particle", 12, 0),
                                                     shapes("ice", 12, 1)])
     _, metadata = pruning.train(dataset, pruning.TrainSettings(epochs=1, batch=16),

@@ -130,10 +130,19 @@ def build_network(backbone, n_classes, imagenet_state=None):
     return PrunerNet()
 
 
+@dataclasses.dataclass
+class InitialWeights:
+    """An initial weights file as read: `kind` "imagenet" (a torchvision
+    state dict of the backbone) or "pruner" (a model of this module, with
+    its `metadata`)."""
+    path: str
+    kind: str
+    state: dict
+    metadata: dict = None
+
+
 def load_initial_weights(path, backbone):
-    """Read an initial weights file: (kind, state, metadata) where kind is
-    "imagenet" (a torchvision state dict of `backbone`) or "pruner" (a model
-    of this module)."""
+    """Read an initial weights file (InitialWeights) for `backbone`."""
     state = _read_weights(path)
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         metadata = json.loads(state["metadata"])
@@ -141,41 +150,40 @@ def load_initial_weights(path, backbone):
             raise InputError("%s: this model uses backbone %s, not %s; choose the same "
                              "backbone to start from it" % (path, metadata["backbone"],
                                                             backbone))
-        return "pruner", state["state_dict"], metadata
+        return InitialWeights(path, "pruner", state["state_dict"], metadata)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     probe = _torchvision_model(backbone).state_dict()
     if not isinstance(state, dict) or set(state) != set(probe):
         raise InputError("%s: not ImageNet weights of torchvision's %s nor a model of "
                          "this plugin; check the file or the backbone" % (path, backbone))
-    return "imagenet", state, None
+    return InitialWeights(path, "imagenet", state)
 
 
-def automatic_input_size(backbone, initial_weights=None):
-    """The network input of input size 0: an earlier pruner's own, the
-    paper's IMAGENET_INPUT_SIZE for ImageNet weights, SCRATCH_INPUT_SIZE
-    from scratch."""
-    if not initial_weights:
+def automatic_input_size(initial=None):
+    """The network input of input size 0 for InitialWeights `initial` (None:
+    from scratch): an earlier pruner's own, the paper's IMAGENET_INPUT_SIZE
+    for ImageNet weights, SCRATCH_INPUT_SIZE from scratch."""
+    if initial is None:
         return SCRATCH_INPUT_SIZE
-    kind, _, metadata = load_initial_weights(initial_weights, backbone)
-    return IMAGENET_INPUT_SIZE if kind == "imagenet" else metadata["input_size"]
+    return IMAGENET_INPUT_SIZE if initial.kind == "imagenet" else initial.metadata["input_size"]
 
 
-def initial_network(settings, n_classes, initial_weights=None):
-    """A network for training: from scratch, from ImageNet weights, or from
-    an earlier pruner whose matching layers are reused (its classifier too
-    when the classes agree)."""
-    if not initial_weights:
+def initial_network(settings, n_classes, initial=None):
+    """A network for training: from scratch (`initial` None), from ImageNet
+    weights, or from an earlier pruner whose matching layers are reused (its
+    classifier too when the classes agree)."""
+    if initial is None:
         return build_network(settings.backbone, n_classes)
-    kind, state, _ = load_initial_weights(initial_weights, settings.backbone)
-    if kind == "imagenet":
-        return build_network(settings.backbone, n_classes, imagenet_state=state)
+    if initial.kind == "imagenet":
+        return build_network(settings.backbone, n_classes, imagenet_state=initial.state)
     network = build_network(settings.backbone, n_classes)
     own = network.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    usable = {k: v for k, v in initial.state.items()
+              if k in own and own[k].shape == v.shape}
     network.load_state_dict(usable, strict=False)
     logger.info("Initial weights: %d of %d tensors from %s", len(usable), len(own),
-                initial_weights)
+                initial.path)
     return network
 
 
@@ -317,9 +325,10 @@ def train(dataset, settings, device="cpu", initial_weights=None, log=logger.info
     there is none)."""
     import torch
     settings.validate()
+    initial = (load_initial_weights(initial_weights, settings.backbone) if initial_weights
+               else None)
     if not settings.input_size:
-        settings = dataclasses.replace(
-            settings, input_size=automatic_input_size(settings.backbone, initial_weights))
+        settings = dataclasses.replace(settings, input_size=automatic_input_size(initial))
         log("network input: %d px (automatic)" % settings.input_size)
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
@@ -340,8 +349,7 @@ def train(dataset, settings, device="cpu", initial_weights=None, log=logger.info
            "initial_weights": os.path.abspath(initial_weights) if initial_weights else "",
            "windows": fingerprint(x_train, y_train, *([x_val, y_val] if len(y_val) else []))}
     state = load_state(checkpoint, run) if checkpoint and resume else None
-    network = initial_network(settings, n_classes,
-                              None if state else initial_weights).to(device)
+    network = initial_network(settings, n_classes, None if state else initial).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate,
                                   weight_decay=1e-4)
     steps = settings.epochs * int(np.ceil(len(y_train) / settings.batch))

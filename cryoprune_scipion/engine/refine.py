@@ -11,15 +11,16 @@ on the box (`centred`). Classes that end empty or tiny are reseeded by
 splitting the largest class in two along the first principal component of
 its aligned members (CL2D). Two classes whose averages correlate above
 `duplicate_correlation` after alignment hold one view: they are merged and
-the freed class splits the largest class, which likely holds two views. The correlation is first
-divided by sqrt(R_a R_b) (`duplicate_noise`), R the reliability of each
-average from the correlation of its even and odd members' averages
-(Spearman-Brown): two averages of one view correlate well below 1 when their
-classes are small or the SNR low, and the correction brings them near 1
-whatever the noise. The passes stop when fewer than `tolerance` of the
-particles change class. When the last pass still merges or reseeds a class,
-up to `cleanup_passes` more passes follow, so that the final classes are
-averaged after the last change and no view is left split in two.
+the freed class splits the largest class, which likely holds two views.
+The correlation is first divided by sqrt(R_a R_b) (`duplicate_noise`), R
+the reliability of each average from the correlation of its even and odd
+members' averages (Spearman-Brown): two averages of one view correlate well
+below 1 when their classes are small or the SNR low, and the correction
+brings them near 1 whatever the noise. The passes stop when fewer than
+`tolerance` of the particles change class. When the last pass still merges
+or reseeds a class, up to `cleanup_passes` more passes follow, so that the
+final classes are averaged after the last change and no view is left split
+in two.
 
 The search runs on the working stack Fourier-cropped to `search_size`
 pixels (a low-pass: at low SNR the classes differ at low resolution), batch
