@@ -63,6 +63,8 @@ def main(argv=None):
     parser.add_argument("--model", default="yolov8n")
     parser.add_argument("--tta", type=int, default=Detection.tta, choices=TTA_COPIES,
                         help="pick's test-time augmentation copies")
+    parser.add_argument("--coords", default=os.path.join(evaluate.DATA_DIR, "coordinates"),
+                        help="training labels, a CSV per micrograph (x, y, diameter)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further train-picker arguments")
     args = parser.parse_args(argv)
@@ -74,7 +76,7 @@ def main(argv=None):
     preprocess_flags = ["--no-preprocess"] if args.preprocess == "none" else []
     train_command = CLI + [
         "train-picker", "--micrographs", *train, "--coords",
-        os.path.join(evaluate.DATA_DIR, "coordinates"), "--box", str(args.box),
+        args.coords, "--box", str(args.box),
         "--out", model_dir, "--epochs", str(args.epochs), "--patience", str(args.epochs),
         "--model", args.model, "--device", "cpu", "--threads", "1",
         *preprocess_flags, *args.extra]

@@ -11,7 +11,9 @@ ROWS = [("(a) cryoprune YOLO, paper preprocessing", "results_cryoprune_paper.jso
         ("(c) Topaz 0.3.20", "results_topaz.json"),
         ("(b') as (b), trained on all 4 micrographs (`--val-fraction 0`)",
          "results_cryoprune_none_all4.json"),
-        ("(c2) as (c), 2,000 updates", "results_topaz_2000.json")]
+        ("(c2) as (c), 2,000 updates", "results_topaz_2000.json"),
+        ("(b12) as (b8), trained on labels completed by (b8)'s own picks at 0.5",
+         "results_cryoprune_completed_labels.json")]
 
 
 def row(name, result):
