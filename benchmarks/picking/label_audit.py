@@ -170,10 +170,13 @@ def draw_montages(tiles, png_prefix):
     return paths
 
 
-def draw_key(tiles, calls, path):
+def present_groups(tiles):
+    return [g for g in GROUPS + (BACKGROUND,) if any(t["group"] == g for t in tiles)]
+
+
+def draw_key(tiles, calls, path, groups):
     """The first COLUMNS tiles of each group, a row per group, titled with
     the group and the judge's call."""
-    groups = [g for g in GROUPS + (BACKGROUND,) if any(t["group"] == g for t in tiles)]
     shown = [t for g in groups for t in sorted(
         (t for t in tiles if t["group"] == g), key=lambda t: t["number"])[:COLUMNS]]
     titles = ["%s %d: %s" % (t["group"], t["number"], calls.get(t["number"], "-"))
@@ -203,10 +206,10 @@ def wilson_interval(count, total, z=1.96):
     return [round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3)]
 
 
-def shares(tiles, calls):
+def shares(tiles, calls, groups):
     """Per group: the count, share and 95 % interval of each call."""
     result = {}
-    for group in [g for g in GROUPS + (BACKGROUND,) if any(t["group"] == g for t in tiles)]:
+    for group in groups:
         numbers = [t["number"] for t in tiles if t["group"] == group]
         judged = [calls[n] for n in numbers if n in calls]
         result[group] = {"tiles": len(numbers), "judged": len(judged)}
@@ -246,7 +249,7 @@ def corrected_figures(counts, unlabelled_share, not_particle_share):
 
 
 def score(key, calls):
-    audit = shares(key["tiles"], calls)
+    audit = shares(key["tiles"], calls, present_groups(key["tiles"]))
     unlabelled = unlabelled_share(key["tiles"], calls)
     audit["unlabelled particles among false positives"] = unlabelled
     counts = key["as_labelled_at_27px"]
@@ -295,7 +298,7 @@ def main(argv=None):
     calls = read_calls(args.calls)
     evaluate.save_result(score(key, calls), args.out)
     if args.png:
-        draw_key(key["tiles"], calls, args.png)
+        draw_key(key["tiles"], calls, args.png, present_groups(key["tiles"]))
     return 0
 
 

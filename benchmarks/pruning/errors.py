@@ -96,6 +96,15 @@ def draw(path, windows, scores, rows):
     plt.close(figure)
 
 
+def called_particle(train, x_test, shots, seed):
+    """Whether the default pruner, trained from scratch on `shots` windows
+    per class with this seed, calls each test window a particle."""
+    network, _ = run.train_cnn(train, data.REAL_CLASSES, shots, None, 0.5, seed,
+                               input_size=SIZE)
+    return pruning.predict_probabilities(network, x_test, SIZE,
+                                         copies=pruning.TTA).argmax(1) == 0
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shots", type=int, default=50)
@@ -112,10 +121,7 @@ def main():
     results = {"picker": PICKS, "picker_threshold": PICKER_THRESHOLD, "match_px": MATCH,
                "copies": pruning.TTA, "shots": args.shots, "seeds": {}}
     for seed in args.seeds:
-        network, _ = run.train_cnn(train, data.REAL_CLASSES, args.shots, None, 0.5, seed,
-                                   input_size=SIZE)
-        called = pruning.predict_probabilities(network, x_test, SIZE,
-                                               copies=pruning.TTA).argmax(1) == 0
+        called = called_particle(train, x_test, args.shots, seed)
         by_class = {}
         for k, cls in enumerate(data.REAL_CLASSES):
             mine = y_test == k
