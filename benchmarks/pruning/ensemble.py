@@ -71,8 +71,8 @@ def main():
             examples = drawn(train, n, seed)
             probabilities, seconds = [], 0.0
             for member in range(args.members):
-                network, spent = run.train_cnn(examples, data.REAL_CLASSES, n, None, 0.5,
-                                               100 * member + seed, input_size=SIZE)
+                network, spent, _ = run.train_cnn(examples, data.REAL_CLASSES, n, None, 0.5,
+                                                  100 * member + seed, input_size=SIZE)
                 seconds += spent
                 probabilities.append(pruning.predict_probabilities(
                     network, x_test, SIZE, copies=pruning.TTA))

@@ -85,20 +85,20 @@ def evaluate(probabilities, y, classes, seconds):
 
 def train_cnn(train_windows, classes, n, initial, aux_weight, seed, epochs=None,
               input_size=SIZE):
-    """(network, training seconds) on n examples per class."""
+    """(network, training seconds, training metadata) on n examples per class."""
     settings = pruning.TrainSettings(input_size=input_size, few_shot=n, aux_weight=aux_weight,
                                      epochs=epochs or epochs_for(int(0.8 * n * len(classes))),
                                      batch=32, seed=seed)
     start = time.time()
-    network, _ = pruning.train(as_dataset(train_windows, classes), settings,
-                               initial_weights=initial, log=lambda s: None)
-    return network, time.time() - start
+    network, metadata = pruning.train(as_dataset(train_windows, classes), settings,
+                                      initial_weights=initial, log=lambda s: None)
+    return network, time.time() - start, metadata
 
 
 def cnn_row(train_windows, classes, n, x_test, y_test, initial, aux_weight, seed,
             epochs=None, input_size=SIZE):
-    network, seconds = train_cnn(train_windows, classes, n, initial, aux_weight, seed,
-                                 epochs, input_size)
+    network, seconds, _ = train_cnn(train_windows, classes, n, initial, aux_weight, seed,
+                                    epochs, input_size)
     probabilities = pruning.predict_probabilities(network, x_test, input_size)
     return evaluate(probabilities, y_test, classes, seconds)
 
