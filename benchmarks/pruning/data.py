@@ -66,8 +66,9 @@ def real_centres(labels, shape, per_class, rng):
     return chosen
 
 
-def real_windows(names, per_class, size=64, seed=0, data=DATA):
-    """{class: (n, size, size) windows} from the given micrographs."""
+def real_windows(names, per_class, size=64, seed=0, data=DATA, box=BOX):
+    """{class: (n, size, size) windows of `box` micrograph pixels} from the
+    given micrographs."""
     rng = np.random.default_rng(seed)
     out = {name: [] for name in REAL_CLASSES}
     for name in names:
@@ -75,7 +76,7 @@ def real_windows(names, per_class, size=64, seed=0, data=DATA):
         rows = read_coordinates(os.path.join(data, "coordinates", name + ".csv"))
         labels = np.array([[r["x"], r["y"]] for r in rows])
         for cls, centres in real_centres(labels, micrograph.shape, per_class, rng).items():
-            windows, _ = extract_windows(micrograph, centres, BOX)
+            windows, _ = extract_windows(micrograph, centres, box)
             out[cls].append(downsample(windows, size))
     return {cls: np.concatenate(w) for cls, w in out.items()}
 

@@ -49,16 +49,17 @@ def cached(name, make, quick=False):
         return {k: f[k] for k in f.files}
 
 
-def real_windows(quick=False, size=SIZE):
-    """(training, test) windows of the real micrographs at `size` px, cached:
-    the training windows from the first 4 micrographs, the test windows from
-    the last 16 (at the same centres whatever the size)."""
+def real_windows(quick=False, size=SIZE, box=data.BOX):
+    """(training, test) windows of the real micrographs, `box` micrograph
+    pixels brought to `size` px, cached: the training windows from the first
+    4 micrographs, the test windows from the last 16 (at the same centres
+    whatever the size and box)."""
     names = data.micrograph_names()
-    suffix = "" if size == SIZE else "_%dpx" % size
+    suffix = ("" if size == SIZE else "_%dpx" % size) + ("" if box == data.BOX else "_box%d" % box)
     train = cached("real_train" + suffix, lambda: data.real_windows(
-        names[:4], 5 if quick else 60, size, seed=0), quick)
+        names[:4], 5 if quick else 60, size, seed=0, box=box), quick)
     test = cached("real_test" + suffix, lambda: data.real_windows(
-        names[4:], 3 if quick else 25, size, seed=1), quick)
+        names[4:], 3 if quick else 25, size, seed=1, box=box), quick)
     return train, test
 
 
