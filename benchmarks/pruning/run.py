@@ -85,11 +85,11 @@ def evaluate(probabilities, y, classes, seconds):
 
 
 def train_cnn(train_windows, classes, n, initial, aux_weight, seed, epochs=None,
-              input_size=SIZE):
+              input_size=SIZE, val_fraction=pruning.TrainSettings.val_fraction):
     """(network, training seconds, training metadata) on n examples per class."""
     settings = pruning.TrainSettings(input_size=input_size, few_shot=n, aux_weight=aux_weight,
                                      epochs=epochs or epochs_for(int(0.8 * n * len(classes))),
-                                     batch=32, seed=seed)
+                                     batch=32, seed=seed, val_fraction=val_fraction)
     start = time.time()
     network, metadata = pruning.train(as_dataset(train_windows, classes), settings,
                                       initial_weights=initial, log=lambda s: None)

@@ -1,0 +1,56 @@
+"""Whether the pruner training should hold out validation windows when
+examples are few (issue 12): the training keeps 20 % of each class apart
+(`--val-fraction`, TrainSettings.val_fraction) to choose the epoch and to
+give the threshold wizard its windows; with 50 examples per class that is
+10 not learnt from. The default pruner (tta.py's network: 64 px, from
+scratch, aux 0.5, 4 test-time copies) trained with 20 % held out (best
+epoch kept) and with none (last epoch, the same number of epochs), seeds
+0-2, on the real test windows.
+
+    nice -n 10 .venv/bin/python benchmarks/pruning/holdout.py [--shots 10 50 200]
+
+Results in benchmarks/pruning/results_holdout.json.
+"""
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data  # noqa: E402
+import run  # noqa: E402
+
+from cryoprune_scipion.engine import pruning  # noqa: E402
+
+RESULTS = os.path.join(run.HERE, "results_holdout.json")
+SIZE = pruning.SCRATCH_INPUT_SIZE
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shots", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.2, 0.0])
+    args = parser.parse_args()
+    run.one_thread()
+    train, test = run.real_windows(size=SIZE)
+    x_test, y_test = run.test_arrays(test, data.REAL_CLASSES)
+    results = run.load_rows(RESULTS)
+    results.update(copies=pruning.TTA, input_size=SIZE)
+    for shots in args.shots:
+        for seed in args.seeds:
+            for fraction in args.fractions:
+                network, seconds, _ = run.train_cnn(train, data.REAL_CLASSES, shots, None, 0.5,
+                                                    seed, input_size=SIZE,
+                                                    val_fraction=fraction)
+                probabilities = pruning.predict_probabilities(network, x_test, SIZE,
+                                                              copies=pruning.TTA)
+                key = "%d per class, seed %d, held out %g" % (shots, seed, fraction)
+                results["rows"][key] = run.evaluate(probabilities, y_test, data.REAL_CLASSES,
+                                                    seconds)
+                logging.info("%s: F1 %.4f", key, results["rows"][key]["f1"])
+                run.save(results, RESULTS)
+
+
+if __name__ == "__main__":
+    main()
