@@ -17,10 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import run  # noqa: E402
 
-from cryoprune_scipion.engine import pruning  # noqa: E402
-
 RESULTS = os.path.join(run.HERE, "results_context.json")
-SIZE = pruning.SCRATCH_INPUT_SIZE
 
 
 def main():
@@ -29,20 +26,14 @@ def main():
     parser.add_argument("--shots", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
-    run.one_thread()
-    results = run.load_rows(RESULTS)
-    results.update(copies=pruning.TTA, input_size=SIZE, diameter=data.DIAMETER)
     for box in args.boxes:
-        train, test = run.real_windows(size=SIZE, box=box)
-        x_test, y_test = run.test_arrays(test, data.REAL_CLASSES)
+        train, x_test, y_test, results = run.default_rows(RESULTS, box)
+        results["diameter"] = data.DIAMETER
         for seed in args.seeds:
-            network, seconds, _ = run.train_cnn(train, data.REAL_CLASSES, args.shots, None,
-                                                0.5, seed, input_size=SIZE)
-            probabilities = pruning.predict_probabilities(network, x_test, SIZE,
-                                                          copies=pruning.TTA)
+            network, seconds, _ = run.default_pruner(train, args.shots, seed)
             key = "box %d, %d per class, seed %d" % (box, args.shots, seed)
-            results["rows"][key] = run.evaluate(probabilities, y_test, data.REAL_CLASSES,
-                                                seconds)
+            results["rows"][key] = run.evaluate(run.default_probabilities(network, x_test),
+                                                y_test, data.REAL_CLASSES, seconds)
             logging.info("%s: F1 %.4f", key, results["rows"][key]["f1"])
             run.save(results, RESULTS)
 

@@ -99,10 +99,8 @@ def draw(path, windows, scores, rows):
 def called_particle(train, x_test, shots, seed):
     """Whether the default pruner, trained from scratch on `shots` windows
     per class with this seed, calls each test window a particle."""
-    network, _, _ = run.train_cnn(train, data.REAL_CLASSES, shots, None, 0.5, seed,
-                                  input_size=SIZE)
-    return pruning.predict_probabilities(network, x_test, SIZE,
-                                         copies=pruning.TTA).argmax(1) == 0
+    network, _, _ = run.default_pruner(train, shots, seed)
+    return run.default_probabilities(network, x_test).argmax(1) == 0
 
 
 def main():

@@ -20,10 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import run  # noqa: E402
 
-from cryoprune_scipion.engine import pruning  # noqa: E402
-
 RESULTS = os.path.join(run.HERE, "results_holdout.json")
-SIZE = pruning.SCRATCH_INPUT_SIZE
 
 
 def main():
@@ -32,22 +29,15 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.2, 0.0])
     args = parser.parse_args()
-    run.one_thread()
-    train, test = run.real_windows(size=SIZE)
-    x_test, y_test = run.test_arrays(test, data.REAL_CLASSES)
-    results = run.load_rows(RESULTS)
-    results.update(copies=pruning.TTA, input_size=SIZE)
+    train, x_test, y_test, results = run.default_rows(RESULTS)
     for shots in args.shots:
         for seed in args.seeds:
             for fraction in args.fractions:
-                network, seconds, _ = run.train_cnn(train, data.REAL_CLASSES, shots, None, 0.5,
-                                                    seed, input_size=SIZE,
-                                                    val_fraction=fraction)
-                probabilities = pruning.predict_probabilities(network, x_test, SIZE,
-                                                              copies=pruning.TTA)
+                network, seconds, _ = run.default_pruner(train, shots, seed,
+                                                         val_fraction=fraction)
                 key = "%d per class, seed %d, held out %g" % (shots, seed, fraction)
-                results["rows"][key] = run.evaluate(probabilities, y_test, data.REAL_CLASSES,
-                                                    seconds)
+                results["rows"][key] = run.evaluate(run.default_probabilities(network, x_test),
+                                                    y_test, data.REAL_CLASSES, seconds)
                 logging.info("%s: F1 %.4f", key, results["rows"][key]["f1"])
                 run.save(results, RESULTS)
 

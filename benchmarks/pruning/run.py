@@ -96,6 +96,33 @@ def train_cnn(train_windows, classes, n, initial, aux_weight, seed, epochs=None,
     return network, time.time() - start, metadata
 
 
+def default_pruner(train_windows, n, seed, **options):
+    """train_cnn of the pruner training's default from scratch on the real
+    classes: SCRATCH_INPUT_SIZE windows and input, aux weight 0.5."""
+    return train_cnn(train_windows, data.REAL_CLASSES, n, None, 0.5, seed,
+                     input_size=pruning.SCRATCH_INPUT_SIZE, **options)
+
+
+def default_probabilities(network, windows):
+    """Class probabilities of `windows` with the prune command's default
+    test-time copies."""
+    return pruning.predict_probabilities(network, windows, pruning.SCRATCH_INPUT_SIZE,
+                                         copies=pruning.TTA)
+
+
+def default_rows(path, box=data.BOX):
+    """What a script of rows of the default pruner on the real windows starts
+    with: torch on one thread, the training windows (`box` px brought to
+    the default input), the test windows and labels, and the rows already
+    in `path`."""
+    one_thread()
+    train, test = real_windows(size=pruning.SCRATCH_INPUT_SIZE, box=box)
+    x_test, y_test = test_arrays(test, data.REAL_CLASSES)
+    results = load_rows(path)
+    results.update(copies=pruning.TTA, input_size=pruning.SCRATCH_INPUT_SIZE)
+    return train, x_test, y_test, results
+
+
 def cnn_row(train_windows, classes, n, x_test, y_test, initial, aux_weight, seed,
             epochs=None, input_size=SIZE):
     network, seconds, _ = train_cnn(train_windows, classes, n, initial, aux_weight, seed,

@@ -21,13 +21,11 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import data  # noqa: E402
 import run  # noqa: E402
 
 from cryoprune_scipion.engine import pruning  # noqa: E402
 
 RESULTS = os.path.join(run.HERE, "results_threshold.json")
-SIZE = pruning.SCRATCH_INPUT_SIZE
 CUTS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
@@ -42,9 +40,8 @@ def best_cut(truth, particle_probability):
 
 
 def row(train, x_test, y_test, shots, seed):
-    network, _, metadata = run.train_cnn(train, data.REAL_CLASSES, shots, None, 0.5, seed,
-                                         input_size=SIZE)
-    probabilities = pruning.predict_probabilities(network, x_test, SIZE, copies=pruning.TTA)
+    network, _, metadata = run.default_pruner(train, shots, seed)
+    probabilities = run.default_probabilities(network, x_test)
     truth, particle = y_test == 0, probabilities[:, 0]
     validation = metadata["validation_windows"]
     validation_cut = best_cut(np.array(validation["class_index"]) == 0,
@@ -63,11 +60,7 @@ def main():
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
-    run.one_thread()
-    train, test = run.real_windows(size=SIZE)
-    x_test, y_test = run.test_arrays(test, data.REAL_CLASSES)
-    results = run.load_rows(RESULTS)
-    results.update(copies=pruning.TTA, input_size=SIZE)
+    train, x_test, y_test, results = run.default_rows(RESULTS)
     for shots in args.shots:
         for seed in args.seeds:
             key = "%d per class, seed %d" % (shots, seed)
