@@ -25,7 +25,7 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evaluate  # noqa: E402
 
-DIAMETER = 108
+DIAMETER = evaluate.DIAMETER
 
 
 def unlabelled_picks(picks, labels, min_score):

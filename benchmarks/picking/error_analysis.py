@@ -57,7 +57,7 @@ import evaluate  # noqa: E402
 from cryoprune_scipion.engine.io import read_micrograph  # noqa: E402
 from cryoprune_scipion.engine.metrics import assign_picks  # noqa: E402
 
-DIAMETER = 108                      # px, the labelled particle discs
+DIAMETER = evaluate.DIAMETER
 PARTICLE_RADIUS = DIAMETER // 2
 MATCH_RADIUS = evaluate.RADII[0]
 BIN = 4                             # local statistics on the micrograph binned 4 x 4
@@ -208,7 +208,7 @@ class Micrograph:
     def figures(self, threshold):
         kept = self.kept(threshold)
         tp = int(np.count_nonzero(kept & (self.assigned >= 0)))
-        return evaluate._figures(tp, int(kept.sum()) - tp, len(self.labels) - tp)
+        return evaluate.figures(tp, int(kept.sum()) - tp, len(self.labels) - tp)
 
 
 def label_free_margin():

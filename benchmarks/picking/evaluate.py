@@ -25,6 +25,7 @@ from cryoprune_scipion.engine.metrics import average_precision, match_picks
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from locations import BETAGAL_DIR as DATA_DIR  # noqa: E402
 RADII = (27, 54)
+DIAMETER = 108                      # px, the labelled particle discs
 N_TRAIN = 4
 # No label lies closer than 131 px to any edge of these micrographs (the band
 # of padding artefacts and the particles cut by it were not labelled): picks
@@ -89,7 +90,7 @@ def _counts(matches, threshold):
     return tp, fp, n_labels - tp
 
 
-def _figures(tp, fp, fn):
+def figures(tp, fp, fn):
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -108,8 +109,8 @@ def best_threshold(picks_dir, stems, radius=RADII[0], data_dir=DATA_DIR):
     """The score threshold that maximises F1 at `radius` on these micrographs."""
     matches = _match_all(picks_dir, stems, radius, data_dir)
     scores = np.unique(np.concatenate([m[0][:, 2] for m in matches]))
-    best = max(scores, key=lambda t: _figures(*_counts(matches, t))["f1"])
-    return float(best), _figures(*_counts(matches, best))
+    best = max(scores, key=lambda t: figures(*_counts(matches, t))["f1"])
+    return float(best), figures(*_counts(matches, best))
 
 
 def _border_false_positives(matches, threshold, size=MICROGRAPH_SIZE):
@@ -131,7 +132,7 @@ def evaluate(picks_dir, stems, threshold, data_dir=DATA_DIR):
         matches = _match_all(picks_dir, stems, radius, data_dir)
         tp, fp, fn = _counts(matches, threshold)
         result["at_%dpx" % radius] = dict(
-            _figures(tp, fp, fn), average_precision=_average_precision(matches))
+            figures(tp, fp, fn), average_precision=_average_precision(matches))
         if radius == RADII[0]:
             result["picks_per_micrograph"] = round((tp + fp) / len(stems), 1)
             result["false_positives_in_unlabelled_border_at_27px"] = \

@@ -59,7 +59,7 @@ import evaluate  # noqa: E402
 from cryoprune_scipion.engine.io import read_micrograph  # noqa: E402
 from cryoprune_scipion.engine.metrics import assign_picks  # noqa: E402
 
-DIAMETER = 108
+DIAMETER = evaluate.DIAMETER
 MATCH_RADIUS = evaluate.RADII[0]
 WINDOW = 3 * DIAMETER
 BIN = 3
@@ -244,7 +244,7 @@ def corrected_figures(counts, unlabelled_share, not_particle_share):
     false positives and missed labels."""
     tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
     unlabelled = round(fp * unlabelled_share)
-    return evaluate._figures(tp + unlabelled, fp - unlabelled,
+    return evaluate.figures(tp + unlabelled, fp - unlabelled,
                              fn - round(fn * not_particle_share))
 
 

@@ -89,7 +89,7 @@ def corrected_figures(counts, audit, right_too=True):
     tp = right_p * (1 - share(RIGHT_PARTICLE, "n")) + wrong_j * share(WRONG_JUNK, "p")
     fp = right_p * share(RIGHT_PARTICLE, "n") + wrong_j * (1 - share(WRONG_JUNK, "p"))
     fn = wrong_p * (1 - share(WRONG_PARTICLE, "n")) + right_j * share(RIGHT_JUNK, "p")
-    return evaluate._figures(round(tp), round(fp), round(fn))
+    return evaluate.figures(round(tp), round(fp), round(fn))
 
 
 def score(args):
@@ -106,7 +106,7 @@ def score(args):
     evaluate.save_result({
         "seed": key["seed"], "shots": key["shots"], "audit": audit,
         "junk_called_particle_by_kind": by_kind,
-        "as_labelled": evaluate._figures(counts[RIGHT_PARTICLE], counts[WRONG_JUNK],
+        "as_labelled": evaluate.figures(counts[RIGHT_PARTICLE], counts[WRONG_JUNK],
                                          counts[WRONG_PARTICLE]),
         "labels_corrected": corrected_figures(counts, audit),
         "labels_corrected_wrong_windows_only": corrected_figures(counts, audit, False)},

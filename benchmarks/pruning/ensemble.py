@@ -71,11 +71,9 @@ def main():
             examples = drawn(train, n, seed)
             probabilities, seconds = [], 0.0
             for member in range(args.members):
-                network, spent, _ = run.train_cnn(examples, data.REAL_CLASSES, n, None, 0.5,
-                                                  100 * member + seed, input_size=SIZE)
+                network, spent, _ = run.default_pruner(examples, n, 100 * member + seed)
                 seconds += spent
-                probabilities.append(pruning.predict_probabilities(
-                    network, x_test, SIZE, copies=pruning.TTA))
+                probabilities.append(run.default_probabilities(network, x_test))
                 row = run.evaluate(np.mean(probabilities, axis=0), y_test, data.REAL_CLASSES,
                                    seconds)
                 rows.setdefault(label(member + 1), {})[str(seed)] = row

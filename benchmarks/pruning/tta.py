@@ -60,8 +60,7 @@ def main():
             rows = results["rows"].setdefault(str(n), {})
             if str(seed) in rows.get(label(1), {}):
                 continue
-            network, seconds, _ = run.train_cnn(train, data.REAL_CLASSES, n, None, 0.5, seed,
-                                                input_size=SIZE)
+            network, seconds, _ = run.default_pruner(train, n, seed)
             for copies in TTA_COPIES:
                 start = time.time()
                 probabilities = pruning.predict_probabilities(network, x_test, SIZE,
