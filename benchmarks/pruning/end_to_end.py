@@ -29,7 +29,7 @@ background by brightness) and, for true positives, by the label's
 surroundings (crowded, low contrast, other).
 
     nice -n 10 python benchmarks/pruning/end_to_end.py --picks PICKS [--size 64]
-        [--copies 4] [--false-picks] [--out JSON] [--work DIR]
+        [--copies 4] [--epochs 20] [--false-picks] [--out JSON] [--work DIR]
         [--png docs/pruning_removed.png]
 """
 import argparse
@@ -78,12 +78,13 @@ def false_pick_windows(picks_dir, stems, size, bands):
     return np.concatenate(out)
 
 
-def pruner(size, false_picks=None):
-    """The pruner on `size` px windows and input, with the false picks as
-    a fifth class when given, and the seconds its training took (0 when it
-    was saved)."""
-    suffix = ("" if size == run.SIZE else "_%dpx" % size) + \
-        ("" if false_picks is None else "_falsepicks")
+def pruner(size, epochs, false_picks=None):
+    """The pruner on `size` px windows and input, trained `epochs` epochs
+    (0: run.py's rule), with the false picks as a fifth class when given,
+    and the seconds its training took (0 when it was saved)."""
+    suffix = (("" if size == run.SIZE else "_%dpx" % size)
+              + ("" if false_picks is None else "_falsepicks")
+              + ("_%depochs" % epochs if epochs else ""))
     path = os.path.join(run.WORK, "real_%d_scratch%s" % (SHOTS, suffix), "model.pt")
     if os.path.exists(path):
         return pruning.load(path) + (0.0,)
@@ -94,7 +95,8 @@ def pruner(size, false_picks=None):
         train_windows = dict(train_windows, **{FALSE_PICK: false_picks})
         classes.append(FALSE_PICK)
     settings = pruning.TrainSettings(input_size=size, few_shot=SHOTS, aux_weight=0.5,
-                                     epochs=run.epochs_for(int(0.8 * SHOTS * len(classes))),
+                                     epochs=epochs or run.epochs_for(
+                                         int(0.8 * SHOTS * len(classes))),
                                      batch=32)
     network, metadata = pruning.train(run.as_dataset(train_windows, classes), settings)
     pruning.save(network, metadata, os.path.dirname(path))
@@ -244,6 +246,10 @@ def main():
                              "training's from scratch; the first rows: 48)")
     parser.add_argument("--copies", type=int, default=pruning.TTA, choices=TTA_COPIES,
                         help="test-time copies (default: prune's; the first rows: 1)")
+    parser.add_argument("--epochs", type=int, default=0,
+                        help="pruner training epochs (default: run.py's rule, about "
+                             "1,200 window presentations, 6 at 200 per class, as the "
+                             "first rows; the training form's: 20)")
     parser.add_argument("--false-picks", action="store_true",
                         help="train the pruner with a fifth class: the picker's false "
                              "picks on the training micrographs (false_pick_windows)")
@@ -256,15 +262,16 @@ def main():
     bands = error_analysis.measure_artefact_bands(train_paths + test_paths)
     false_picks = (false_pick_windows(args.picks, train, args.size, bands)
                    if args.false_picks else None)
-    network, metadata, train_seconds = pruner(args.size, false_picks)
+    network, metadata, train_seconds = pruner(args.size, args.epochs, false_picks)
     start = time.time()
     picks, probability = particle_probabilities(args.picks, train + test,
                                                 min(PICKER_THRESHOLDS), network, metadata,
                                                 args.copies)
     result = {"picks": os.path.relpath(args.picks), "pruner": "from scratch, %d examples "
-              "per class, %d px windows and input, %d test-time copies%s"
-              % (SHOTS, args.size, args.copies, ", false picks as a junk class (%d "
-                 "windows)" % len(false_picks) if args.false_picks else ""),
+              "per class, %d px windows and input, %d epochs, %d test-time copies%s"
+              % (SHOTS, args.size, metadata["settings"]["epochs"], args.copies,
+                 ", false picks as a junk class (%d windows)" % len(false_picks)
+                 if args.false_picks else ""),
               "pruner_training_seconds": round(train_seconds),
               "scoring_seconds": round(time.time() - start), "settings": {}}
     micrographs = [error_analysis.Micrograph(name, args.picks, bands) for name in test]

@@ -85,11 +85,12 @@ def evaluate(probabilities, y, classes, seconds):
 
 
 def train_cnn(train_windows, classes, n, initial, aux_weight, seed, epochs=None,
-              input_size=SIZE, val_fraction=pruning.TrainSettings.val_fraction):
-    """(network, training seconds, training metadata) on n examples per class."""
+              input_size=SIZE, **settings):
+    """(network, training seconds, training metadata) on n examples per class;
+    `settings`: other TrainSettings fields (val_fraction, learning_rate, ...)."""
     settings = pruning.TrainSettings(input_size=input_size, few_shot=n, aux_weight=aux_weight,
                                      epochs=epochs or epochs_for(int(0.8 * n * len(classes))),
-                                     batch=32, seed=seed, val_fraction=val_fraction)
+                                     batch=32, seed=seed, **settings)
     start = time.time()
     network, metadata = pruning.train(as_dataset(train_windows, classes), settings,
                                       initial_weights=initial, log=lambda s: None)
@@ -194,9 +195,10 @@ def one_thread():
 
 
 def save(results, path=RESULTS):
-    with open(path + ".partial", "w") as f:
+    partial = "%s.%d.partial" % (path, os.getpid())
+    with open(partial, "w") as f:
         json.dump(results, f, indent=1)
-    os.replace(path + ".partial", path)
+    os.replace(partial, path)
 
 
 def pretrain_base(quick):

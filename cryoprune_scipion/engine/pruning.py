@@ -51,6 +51,8 @@ MIN_CLASS_EXAMPLES = 10
 class TrainSettings:
     backbone: str = "resnet18"
     input_size: int = 0        # px; 0: automatic (`automatic_input_size`)
+    # 20: F1 +0.014 over about 1,200 window presentations at 50 and 200
+    # examples per class, 40 no better (BENCHMARKS.md, "Training recipe")
     epochs: int = 20
     learning_rate: float = 1e-3
     batch: int = 32
