@@ -146,19 +146,14 @@ def radial_power_spectra(windows):
     return np.log(profile + 1e-6)
 
 
-def logistic_row(train_windows, classes, n, x_test, y_test, seed):
-    """Multinomial logistic regression (L2) on radial power spectra."""
+def fit_logistic(features, y, n_classes):
+    """Multinomial logistic regression (L2) on standardised features; returns
+    a function of other features' class probabilities."""
     import torch
-    rng = np.random.default_rng(seed)
-    chosen = {c: train_windows[c][rng.permutation(len(train_windows[c]))[:n]]
-              for c in classes}
-    x, y = test_arrays(chosen, classes)
-    start = time.time()
-    features = radial_power_spectra(x)
     mean, std = features.mean(0), features.std(0) + 1e-6
     inputs = torch.tensor((features - mean) / std, dtype=torch.float32)
     target = torch.tensor(y)
-    model = torch.nn.Linear(inputs.shape[1], len(classes))
+    model = torch.nn.Linear(inputs.shape[1], n_classes)
     optimizer = torch.optim.LBFGS(model.parameters(), max_iter=300)
 
     def closure():
@@ -169,11 +164,24 @@ def logistic_row(train_windows, classes, n, x_test, y_test, seed):
         return loss
 
     optimizer.step(closure)
+
+    def probabilities(other):
+        with torch.no_grad():
+            return torch.softmax(model(torch.tensor((other - mean) / std,
+                                                    dtype=torch.float32)), 1).numpy()
+    return probabilities
+
+
+def logistic_row(train_windows, classes, n, x_test, y_test, seed):
+    """Multinomial logistic regression (L2) on radial power spectra."""
+    rng = np.random.default_rng(seed)
+    chosen = {c: train_windows[c][rng.permutation(len(train_windows[c]))[:n]]
+              for c in classes}
+    x, y = test_arrays(chosen, classes)
+    start = time.time()
+    predict = fit_logistic(radial_power_spectra(x), y, len(classes))
     seconds = time.time() - start
-    test = torch.tensor((radial_power_spectra(x_test) - mean) / std, dtype=torch.float32)
-    with torch.no_grad():
-        probabilities = torch.softmax(model(test), 1).numpy()
-    return evaluate(probabilities, y_test, classes, seconds)
+    return evaluate(predict(radial_power_spectra(x_test)), y_test, classes, seconds)
 
 
 def load_rows(path):
