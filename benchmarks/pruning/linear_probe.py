@@ -31,6 +31,7 @@ import pretraining  # noqa: E402
 import recipe  # noqa: E402
 import run  # noqa: E402
 from cryoprune_scipion.engine import pruning  # noqa: E402
+from cryoprune_scipion.engine.dihedral import dihedral_copies, dihedral_copy  # noqa: E402
 
 RESULTS = os.path.join(run.HERE, "results_linear_probe.json")
 SSL_EPOCHS = 8  # pretraining.py's 64 px row
@@ -48,19 +49,15 @@ def features(network, windows, batch=256):
     """Pooled last feature map of each window, averaged over its 8
     dihedral copies."""
     import torch
-    total = 0
-    for turns in range(4):
-        for mirror in (False, True):
-            copy = np.rot90(windows, turns, axes=(1, 2))
-            copy = np.ascontiguousarray(copy[:, :, ::-1] if mirror else copy)
-            parts = []
-            with torch.no_grad():
-                for start in range(0, len(copy), batch):
-                    x = pruning.to_network_input(copy[start:start + batch],
-                                                 pruning.SCRATCH_INPUT_SIZE, "cpu")
-                    parts.append(torch.flatten(network.pool(network.features(x)), 1).numpy())
-            total = total + np.concatenate(parts)
-    return total / 8
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(windows), batch):
+            x = pruning.to_network_input(windows[start:start + batch],
+                                         pruning.SCRATCH_INPUT_SIZE, "cpu")
+            parts.append(sum(torch.flatten(network.pool(network.features(
+                dihedral_copy(x, turns, mirror))), 1)
+                for turns, mirror in dihedral_copies(8)).numpy() / 8)
+    return np.concatenate(parts)
 
 
 def examples(train, shots, seed):
