@@ -32,8 +32,7 @@ def main():
         for seed in args.seeds:
             network, seconds, _ = run.default_pruner(train, args.shots, seed)
             key = "box %d, %d per class, seed %d" % (box, args.shots, seed)
-            results["rows"][key] = run.evaluate(run.default_probabilities(network, x_test),
-                                                y_test, data.REAL_CLASSES, seconds)
+            results["rows"][key] = run.default_row(network, seconds, x_test, y_test)
             logging.info("%s: F1 %.4f", key, results["rows"][key]["f1"])
             run.save(results, RESULTS)
 

@@ -87,15 +87,13 @@ def main():
             network, seconds, _ = train(labelled, seed)
             key = "%d per class, seed %d" % (shots, seed)
             suffix = ", with pseudo-labels (%s %g)" % (args.rule, args.confidence)
-            results["rows"][key + ", labelled only"] = run.evaluate(
-                run.default_probabilities(network, x_test), y_test, data.REAL_CLASSES,
-                seconds)
+            results["rows"][key + ", labelled only"] = run.default_row(network, seconds,
+                                                                       x_test, y_test)
             added, agree = pseudo_labelled(network, unlabelled, args.confidence, args.rule)
             both = {name: np.concatenate([labelled[name], added[name]])
                     for name in data.REAL_CLASSES}
             network, seconds, _ = train(both, seed)
-            row = run.evaluate(run.default_probabilities(network, x_test), y_test,
-                               data.REAL_CLASSES, seconds)
+            row = run.default_row(network, seconds, x_test, y_test)
             row.update(pseudo_labels={name: len(w) for name, w in added.items()},
                        pseudo_label_accuracy=round(agree, 4))
             results["rows"][key + suffix] = row

@@ -23,7 +23,6 @@ from unittest import mock
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import data  # noqa: E402
 import run  # noqa: E402
 from cryoprune_scipion.engine import pruning  # noqa: E402
 
@@ -110,8 +109,7 @@ def main():
                 with patched(augment_options, smoothing):
                     network, seconds, _ = run.default_pruner(train, shots, seed, **settings)
                 name = key(recipe, shots, seed)
-                row = run.evaluate(run.default_probabilities(network, x_test), y_test,
-                                   data.REAL_CLASSES, seconds)
+                row = run.default_row(network, seconds, x_test, y_test)
                 logging.info("%s: F1 %.4f", name, row["f1"])
                 # read again: another process may run other recipes on the same file
                 results = dict(run.load_rows(RESULTS), **settings_of_rows)

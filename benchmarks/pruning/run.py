@@ -111,6 +111,12 @@ def default_probabilities(network, windows):
                                          copies=pruning.TTA)
 
 
+def default_row(network, seconds, x_test, y_test):
+    """evaluate's row of `network` on the real test windows, scored with the
+    prune command's default test-time copies."""
+    return evaluate(default_probabilities(network, x_test), y_test, data.REAL_CLASSES, seconds)
+
+
 def default_rows(path, box=data.BOX):
     """What a script of rows of the default pruner on the real windows starts
     with: torch on one thread, the training windows (`box` px brought to
